@@ -1,0 +1,1 @@
+"""Backup engine: pure decision logic shared by the agent, server and CLI."""

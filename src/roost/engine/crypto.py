@@ -1,0 +1,98 @@
+"""The one trust boundary for cryptography: every byte Roost stores passes through ``Key``.
+
+Object layout (version 1)::
+
+    +---------+-------------+------------------------------+
+    | 0x01    | nonce (12)  | AES-256-GCM ciphertext + tag |
+    +---------+-------------+------------------------------+
+
+The associated data binds an object to its role (``b"blob:" + type + id``, ``b"snapshot"``,
+...), so a valid ciphertext moved to another place fails authentication.
+Chunk ids are keyed BLAKE3 of the plaintext: equal data gets equal ids inside one repository
+(deduplication) while ids reveal nothing to anyone without the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+
+import blake3
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from roost.errors import CorruptObject
+
+OBJECT_VERSION = 1
+NONCE_SIZE = 12
+TAG_SIZE = 16
+OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
+ID_SIZE = 32
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    """The repository secret: encryption key, chunk-id MAC key and chunker seed."""
+
+    encryption_key: bytes
+    id_key: bytes
+    chunker_seed: int
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(secrets.token_bytes(32), secrets.token_bytes(32), secrets.randbits(63) or 1)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "encryption": base64.b64encode(self.encryption_key).decode(),
+            "id": base64.b64encode(self.id_key).decode(),
+            "chunker_seed": self.chunker_seed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> MasterKey:
+        try:
+            enc = base64.b64decode(str(data["encryption"]), validate=True)
+            mac = base64.b64decode(str(data["id"]), validate=True)
+            seed = int(str(data["chunker_seed"]))
+        except (KeyError, ValueError) as exc:
+            raise CorruptObject("the key material is malformed") from exc
+        if len(enc) != 32 or len(mac) != 32:
+            raise CorruptObject("the key material has the wrong length")
+        return cls(enc, mac, seed)
+
+
+class Key:
+    """Encrypts, decrypts and names objects with one repository's master key."""
+
+    def __init__(self, master: MasterKey) -> None:
+        self.master = master
+        self._aead = AESGCM(master.encryption_key)
+        self._id_key = master.id_key
+
+    def chunk_id(self, data: bytes | memoryview) -> bytes:
+        """Keyed BLAKE3 of the plaintext; the id under which the chunk is stored."""
+        return blake3.blake3(data, key=self._id_key).digest()
+
+    def encrypt(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_SIZE)
+        return bytes((OBJECT_VERSION,)) + nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, ciphertext: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
+        """Authenticate and decrypt; raise CorruptObject naming ``what`` on any damage."""
+        if len(ciphertext) < OVERHEAD:
+            raise CorruptObject(f"{what} is truncated ({len(ciphertext)} bytes)")
+        if ciphertext[0] != OBJECT_VERSION:
+            raise CorruptObject(f"{what} has unknown encryption version {ciphertext[0]}")
+        nonce = bytes(ciphertext[1 : 1 + NONCE_SIZE])
+        try:
+            return self._aead.decrypt(nonce, ciphertext[1 + NONCE_SIZE :], aad)
+        except InvalidTag as exc:
+            raise CorruptObject(f"{what} failed authentication (damaged or tampered)") from exc
+
+
+def content_hash(data: bytes | memoryview) -> bytes:
+    """Unkeyed BLAKE3, used to name whole storage objects (packs, index files)."""
+    return blake3.blake3(data).digest()

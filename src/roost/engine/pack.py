@@ -1,0 +1,124 @@
+"""Packs: many encrypted blobs in one storage object that describes itself.
+
+Layout (version 1)::
+
+    blob 0 | blob 1 | ... | blob n-1 | header | header_length: u32 LE | b"RPK1"
+
+Each blob is a crypto object (see crypto.py) whose associated data is
+``b"blob" + type byte + blob id``. The header is a crypto object (associated data
+``b"pack-header"``) whose plaintext is a version byte followed by one fixed-size entry per blob::
+
+    type: u8 | id: 32 bytes | offset: u64 | length: u32 | raw_length: u32 | compression: u8
+
+``length`` is the stored (encrypted) size, ``raw_length`` the plaintext size. The pack's storage
+name is the unkeyed BLAKE3 of its bytes, so ``check --read-data`` can verify a whole pack
+without the index, and the index can be rebuilt from the packs alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from roost.engine.crypto import Key, content_hash
+from roost.errors import CorruptObject, UnsupportedFormat
+
+PACK_MAGIC = b"RPK1"
+HEADER_VERSION = 1
+TRAILER = struct.Struct("<I4s")
+ENTRY = struct.Struct("<B32sQIIB")
+HEADER_AAD = b"pack-header"
+
+DATA_BLOB = 0
+TREE_BLOB = 1
+BLOB_TYPES = {DATA_BLOB: "data", TREE_BLOB: "tree"}
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """Where one blob lives inside its pack."""
+
+    type: int
+    id: bytes
+    offset: int
+    length: int
+    raw_length: int
+    compression: int
+
+
+def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
+    return b"blob" + bytes((blob_type,)) + blob_id
+
+
+def pack_key(pack_id: bytes) -> str:
+    hexid = pack_id.hex()
+    return f"data/{hexid[:2]}/{hexid}"
+
+
+def pack_id_from_key(key: str) -> bytes | None:
+    name = key.rsplit("/", 1)[-1]
+    try:
+        raw = bytes.fromhex(name)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
+
+
+class PackBuilder:
+    """Accumulates encrypted blobs until the pack is big enough to upload."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.entries: list[BlobEntry] = []
+        self.size = 0
+
+    def add(self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int,
+            compression: int) -> None:
+        entry = BlobEntry(blob_type, blob_id, self.size, len(ciphertext), raw_length, compression)
+        self._parts.append(ciphertext)
+        self.entries.append(entry)
+        self.size += len(ciphertext)
+
+    def finish(self, key: Key) -> tuple[bytes, bytes]:
+        """Return (pack id, pack bytes) with the encrypted header and trailer appended."""
+        header = bytes((HEADER_VERSION,)) + b"".join(
+            ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
+            for e in self.entries
+        )
+        sealed = key.encrypt(header, HEADER_AAD)
+        data = b"".join([*self._parts, sealed, TRAILER.pack(len(sealed), PACK_MAGIC)])
+        self._parts.clear()
+        return content_hash(data), data
+
+
+def header_span(pack_size: int, trailer: bytes) -> tuple[int, int]:
+    """From the pack's last bytes, return (offset, length) of its encrypted header."""
+    if len(trailer) < TRAILER.size:
+        raise CorruptObject("pack is too short to hold a header")
+    length, magic = TRAILER.unpack(trailer[-TRAILER.size :])
+    if magic != PACK_MAGIC:
+        raise CorruptObject("pack trailer has the wrong magic")
+    offset = pack_size - TRAILER.size - length
+    if offset < 0:
+        raise CorruptObject("pack header length exceeds the pack")
+    return offset, length
+
+
+def parse_header(key: Key, sealed: bytes, what: str = "pack header") -> list[BlobEntry]:
+    plain = key.decrypt(sealed, HEADER_AAD, what)
+    if not plain or plain[0] != HEADER_VERSION:
+        raise UnsupportedFormat(f"{what} has unknown version")
+    body = memoryview(plain)[1:]
+    if len(body) % ENTRY.size:
+        raise CorruptObject(f"{what} has a truncated entry")
+    return [BlobEntry(*fields) for fields in ENTRY.iter_unpack(body)]
+
+
+def read_pack_entries(key: Key, data: bytes, what: str = "pack") -> list[BlobEntry]:
+    """Parse the header of a whole pack held in memory and check entries stay inside it."""
+    offset, length = header_span(len(data), data[-TRAILER.size :])
+    entries = parse_header(key, data[offset : offset + length], f"{what} header")
+    for entry in entries:
+        if entry.offset + entry.length > offset:
+            raise CorruptObject(f"{what} lists a blob beyond its data section")
+    return entries

@@ -1,0 +1,36 @@
+"""Progress callbacks for backup and restore; every method defaults to a no-op."""
+
+from __future__ import annotations
+
+
+class BackupProgress:
+    """Receives events from the archiver; subclass and override what you display."""
+
+    def scan_finished(self, files: int, size: int) -> None:
+        """The scanner counted ``files`` files holding ``size`` bytes to consider."""
+
+    def file_started(self, path: bytes, size: int) -> None:
+        """A file is about to be read."""
+
+    def bytes_done(self, count: int) -> None:
+        """``count`` more bytes were read (or skipped as unchanged)."""
+
+    def file_done(self, path: bytes, state: str) -> None:
+        """A file finished: state is 'new', 'changed' or 'unchanged'."""
+
+    def missed(self, path: bytes, reason: str) -> None:
+        """A file or directory could not be read completely."""
+
+
+class RestoreProgress:
+    def restore_started(self, files: int, size: int) -> None:
+        """The restore will write ``files`` files holding ``size`` bytes."""
+
+    def bytes_done(self, count: int) -> None:
+        """``count`` more bytes were written."""
+
+    def file_done(self, path: bytes) -> None:
+        """One entry was restored."""
+
+    def warning(self, path: bytes, message: str) -> None:
+        """Something about one entry could not be restored exactly."""

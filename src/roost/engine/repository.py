@@ -1,0 +1,287 @@
+"""The repository: config, keys, snapshots, the index and blob reads over one Backend.
+
+Storage layout::
+
+    config                      crypto object (aad b"config"): JSON format version and parameters
+    keys/<id>                   key files (plain JSON, master key wrapped; see keys.py)
+    data/<xx>/<pack id>         packs (see pack.py)
+    index/<id>                  index files (see index.py)
+    snapshots/<id>              snapshots (see snapshot.py)
+    leases/<id>                 leases held by running backups and prunes (see lease.py)
+
+Writing a backup (see archiver.py and uploader.py) follows packs -> index -> snapshot, so a
+crash leaves only unreferenced packs and index entries, which the next backup reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from roost.engine import compress, keys
+from roost.engine.crypto import Key, MasterKey, content_hash
+from roost.engine.index import IndexFile, Location, MasterIndex
+from roost.engine.pack import BLOB_TYPES, blob_aad, pack_key
+from roost.engine.snapshot import SNAPSHOT_AAD, Snapshot
+from roost.engine.tree import Node, decode_tree
+from roost.errors import (
+    BlobNotFound,
+    CorruptObject,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    UnsupportedFormat,
+    UsageError,
+)
+from roost.storage.base import Backend
+
+FORMAT_VERSION = 1
+CONFIG_AAD = b"config"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """Fixed at init: changing the chunker would break deduplication against old data."""
+
+    version: int
+    id: str
+    created: str
+    chunk_min: int = 256 * 1024
+    chunk_avg: int = 1 * MiB
+    chunk_max: int = 8 * MiB
+    pack_size: int = 16 * MiB
+
+    @classmethod
+    def new(cls, **overrides: int) -> RepoConfig:
+        now = datetime.now(UTC).isoformat()
+        return cls(FORMAT_VERSION, secrets.token_hex(16), now, **overrides)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RepoConfig:
+        try:
+            doc: dict[str, Any] = json.loads(data)
+            if doc.get("version") != FORMAT_VERSION:
+                raise UnsupportedFormat(
+                    f"repository format {doc.get('version')} is not supported by this Roost"
+                )
+            return cls(**doc)
+        except (ValueError, TypeError) as exc:
+            raise CorruptObject("the repository config is malformed") from exc
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class Repository:
+    """An opened repository: everything above the backend and below the archiver."""
+
+    def __init__(self, backend: Backend, key: Key, config: RepoConfig) -> None:
+        self.backend = backend
+        self.key = key
+        self.config = config
+        self._index: MasterIndex | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        passphrase: str,
+        *,
+        kdf: keys.KdfParams | None = None,
+        **config_overrides: int,
+    ) -> tuple[Repository, str]:
+        """Create a repository; return it and its printable recovery key."""
+        if _exists(backend, "config") or next(iter(backend.list("keys/")), None):
+            raise RepositoryExists(f"a repository already exists at {backend.describe()}")
+        master = MasterKey.generate()
+        key = Key(master)
+        config = RepoConfig.new(**config_overrides)
+        params = kdf or keys.KdfParams.from_environment()
+        keyfile = keys.make_passphrase_keyfile(master, passphrase, params)
+        recovery_file, recovery_key = keys.make_recovery_keyfile(master)
+        backend.put(f"keys/{keys.keyfile_id(keyfile)}", keyfile)
+        backend.put(f"keys/{keys.keyfile_id(recovery_file)}", recovery_file)
+        # config goes last: its presence is what makes the location a repository
+        backend.put("config", key.encrypt(config.to_json(), CONFIG_AAD))
+        return cls(backend, key, config), recovery_key
+
+    @classmethod
+    def open(cls, backend: Backend, secret: str) -> Repository:
+        try:
+            sealed_config = backend.get("config")
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"no Roost repository at {backend.describe()}: check --repo / ROOST_REPO, "
+                "or create one with `roost init`"
+            ) from None
+        master = keys.open_any(_load_keyfiles(backend), secret)
+        key = Key(master)
+        try:
+            config = RepoConfig.from_json(key.decrypt(sealed_config, CONFIG_AAD, "config"))
+        except CorruptObject as exc:
+            raise CorruptObject(
+                f"the repository config at {backend.describe()} is damaged ({exc}); "
+                "restore it from a copy of the repository"
+            ) from exc
+        return cls(backend, key, config)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def list_keys(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for info in self.backend.list("keys/"):
+            out.append((info.key.split("/", 1)[1], keys.parse_keyfile(self.backend.get(info.key))))
+        return sorted(out, key=lambda item: str(item[1].get("created", "")))
+
+    def add_passphrase(self, passphrase: str) -> str:
+        params = keys.KdfParams.from_environment()
+        data = keys.make_passphrase_keyfile(self.key.master, passphrase, params)
+        key_id = keys.keyfile_id(data)
+        self.backend.put(f"keys/{key_id}", data)
+        return key_id
+
+    def remove_key(self, key_id_prefix: str, current_secret: str) -> str:
+        matches = [(kid, doc) for kid, doc in self.list_keys() if kid.startswith(key_id_prefix)]
+        if len(matches) != 1:
+            raise UsageError(f"{len(matches)} keys match {key_id_prefix!r}; give a unique prefix")
+        kid, doc = matches[0]
+        if keys.open_keyfile(doc, current_secret) is not None:
+            raise UsageError("refusing to remove the key you are using; open with another one")
+        passphrase_keys = [d for _, d in self.list_keys() if d.get("kind") == "passphrase"]
+        if doc.get("kind") == "passphrase" and len(passphrase_keys) <= 1:
+            raise UsageError("refusing to remove the last passphrase key")
+        self.backend.delete(f"keys/{kid}")
+        return kid
+
+    # -- index --------------------------------------------------------------------------
+
+    @property
+    def index(self) -> MasterIndex:
+        if self._index is None:
+            self._index = self.load_index()
+        return self._index
+
+    def read_index_files(self) -> dict[bytes, IndexFile]:
+        names = [info.key for info in self.backend.list("index/")]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            loaded = list(pool.map(self._read_index_file, names))
+        return {fid: f for fid, f in loaded if f is not None}
+
+    def _read_index_file(self, name: str) -> tuple[bytes, IndexFile | None]:
+        fid = bytes.fromhex(name.split("/", 1)[1])
+        try:
+            data = self.backend.get(name)
+        except ObjectNotFound:
+            return fid, None  # consolidated away by a concurrent prune; its successor is listed
+        return fid, IndexFile.decode(self.key, data, f"index file {name}")
+
+    def load_index(self) -> MasterIndex:
+        index = MasterIndex()
+        index.merge(self.read_index_files())
+        self._index = index
+        return index
+
+    def write_index_file(self, index_file: IndexFile) -> str:
+        name, data = index_file.encode(self.key)
+        self.backend.put(name, data)
+        return name
+
+    # -- blobs --------------------------------------------------------------------------
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        """Fetch, decrypt, decompress and verify one blob against its id."""
+        loc = self.index.find(blob_id)
+        if loc is None:
+            raise BlobNotFound(f"blob {blob_id.hex()[:16]} is in no index; run `roost check`")
+        return self.read_blob_at(blob_id, loc)
+
+    def read_blob_at(self, blob_id: bytes, loc: Location) -> bytes:
+        raw = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.length)
+        return self.decode_blob(blob_id, loc, raw)
+
+    def decode_blob(self, blob_id: bytes, loc: Location, raw: bytes) -> bytes:
+        kind = BLOB_TYPES.get(loc.type, "?")
+        what = f"{kind} blob {blob_id.hex()[:16]} in pack {loc.pack.hex()[:16]}"
+        payload = self.key.decrypt(raw, blob_aad(loc.type, blob_id), what)
+        plain = compress.decompress(loc.compression, payload, loc.raw_length)
+        if len(plain) != loc.raw_length or self.key.chunk_id(plain) != blob_id:
+            raise CorruptObject(f"{what} does not match its id")
+        return plain
+
+    def load_tree(self, tree_id: bytes) -> list[Node]:
+        return decode_tree(self.read_blob(tree_id))
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        sealed = self.key.encrypt(snap.to_json(), SNAPSHOT_AAD)
+        snap.id = content_hash(sealed).hex()
+        self.backend.put(f"snapshots/{snap.id}", sealed)
+        return snap.id
+
+    def snapshot_ids(self) -> list[str]:
+        return [info.key.split("/", 1)[1] for info in self.backend.list("snapshots/")]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        sealed = self.backend.get(f"snapshots/{snapshot_id}")
+        what = f"snapshot {snapshot_id[:8]}"
+        return Snapshot.from_json(self.key.decrypt(sealed, SNAPSHOT_AAD, what), snapshot_id)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        ids = self.snapshot_ids()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            snaps = list(pool.map(self.load_snapshot, ids))
+        return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """Resolve 'latest' or a unique id prefix."""
+        if ref == "latest":
+            snaps = self.list_snapshots()
+            if not snaps:
+                raise UsageError("the repository has no snapshots yet")
+            return snaps[-1]
+        matches = [sid for sid in self.snapshot_ids() if sid.startswith(ref.lower())]
+        if not matches:
+            raise UsageError(f"no snapshot matches {ref!r}; list them with `roost snapshots`")
+        if len(matches) > 1:
+            raise UsageError(f"{len(matches)} snapshots match {ref!r}; give more characters")
+        return self.load_snapshot(matches[0])
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.backend.delete(f"snapshots/{snapshot_id}")
+
+    def walk_trees(self, tree_id: bytes) -> Iterator[tuple[bytes, list[Node]]]:
+        """Yield (tree id, nodes) for a tree and all its subtrees, depth first."""
+        stack = [tree_id]
+        while stack:
+            current = stack.pop()
+            nodes = self.load_tree(current)
+            yield current, nodes
+            stack.extend(n.subtree for n in nodes if n.subtree is not None)
+
+
+def _exists(backend: Backend, key: str) -> bool:
+    try:
+        backend.stat(key)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+def _load_keyfiles(backend: Backend) -> list[dict[str, Any]]:
+    docs = [keys.parse_keyfile(backend.get(info.key)) for info in backend.list("keys/")]
+    if not docs:
+        raise CorruptObject(f"the repository at {backend.describe()} has no key files")
+    return docs

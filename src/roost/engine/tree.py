@@ -1,0 +1,171 @@
+"""Trees: one directory's entries, serialised as a JSON blob stored like any chunk.
+
+A tree blob (type ``tree``) is UTF-8 JSON ``{"v": 1, "nodes": [node, ...]}`` with nodes sorted
+by their name bytes. Byte strings from the filesystem (names, symlink targets, xattr names and
+values) are stored as plain strings when they are valid UTF-8, and otherwise under the same key
+with a ``_b64`` suffix, so every name round-trips exactly, including non-UTF-8 bytes and
+newlines. Chunk and subtree ids are lowercase hex.
+
+File content is the ordered list of chunk ids. For a sparse file, ``extents`` lists the
+(offset, length) ranges that hold data; the chunks then cover those ranges back to back, and
+everything outside them is a hole, recreated as a hole on restore.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.errors import CorruptObject, UnsupportedFormat
+
+TREE_VERSION = 1
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+FIFO = "fifo"
+CHARDEV = "chardev"
+BLOCKDEV = "blockdev"
+SOCKET = "socket"
+NODE_TYPES = frozenset({FILE, DIR, SYMLINK, FIFO, CHARDEV, BLOCKDEV, SOCKET})
+
+
+@dataclass(slots=True)
+class Node:
+    """One directory entry with all the metadata Roost restores."""
+
+    name: bytes
+    type: str
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    user: str | None = None
+    group: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    device: int = 0
+    nlink: int = 1
+    rdev: int = 0
+    content: list[bytes] = field(default_factory=list)
+    extents: list[tuple[int, int]] | None = None
+    subtree: bytes | None = None
+    target: bytes | None = None
+    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    attributes: int = 0  # Windows file attributes (read-only, hidden, system, archive, ...)
+
+    def same_file_as(self, other: Node) -> bool:
+        """True when an incremental backup may reuse ``other``'s content for this entry."""
+        return (
+            self.type == FILE == other.type
+            and self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and self.ctime_ns == other.ctime_ns
+            and self.inode == other.inode
+        )
+
+
+def _put_bytes(doc: dict[str, Any], key: str, value: bytes) -> None:
+    try:
+        doc[key] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        doc[key + "_b64"] = base64.b64encode(value).decode()
+
+
+def _get_bytes(doc: dict[str, Any], key: str) -> bytes | None:
+    if key in doc:
+        return str(doc[key]).encode("utf-8")
+    if key + "_b64" in doc:
+        return base64.b64decode(doc[key + "_b64"], validate=True)
+    return None
+
+
+_INT_FIELDS = (
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "mtime_ns",
+    "atime_ns",
+    "ctime_ns",
+    "inode",
+    "device",
+    "nlink",
+    "rdev",
+    "attributes",
+)
+
+
+def node_to_json(node: Node) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": node.type}
+    _put_bytes(doc, "name", node.name)
+    for key in _INT_FIELDS:
+        value = getattr(node, key)
+        if value:
+            doc[key] = value
+    if node.user is not None:
+        doc["user"] = node.user
+    if node.group is not None:
+        doc["group"] = node.group
+    if node.content:
+        doc["content"] = [chunk.hex() for chunk in node.content]
+    if node.extents is not None:
+        doc["extents"] = [list(extent) for extent in node.extents]
+    if node.subtree is not None:
+        doc["subtree"] = node.subtree.hex()
+    if node.target is not None:
+        _put_bytes(doc, "target", node.target)
+    if node.xattrs:
+        doc["xattrs"] = [_xattr_to_json(name, value) for name, value in node.xattrs]
+    return doc
+
+
+def _xattr_to_json(name: bytes, value: bytes) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    _put_bytes(doc, "name", name)
+    doc["value_b64"] = base64.b64encode(value).decode()
+    return doc
+
+
+def node_from_json(doc: dict[str, Any]) -> Node:
+    name = _get_bytes(doc, "name")
+    if name is None or doc.get("type") not in NODE_TYPES:
+        raise CorruptObject("a tree entry lacks its name or has an unknown type")
+    node = Node(name=name, type=str(doc["type"]))
+    for key in _INT_FIELDS:
+        setattr(node, key, int(doc.get(key, 0)))
+    node.nlink = int(doc.get("nlink", 1))
+    node.user = doc.get("user")
+    node.group = doc.get("group")
+    node.content = [bytes.fromhex(chunk) for chunk in doc.get("content", ())]
+    if "extents" in doc:
+        node.extents = [(int(offset), int(length)) for offset, length in doc["extents"]]
+    if "subtree" in doc:
+        node.subtree = bytes.fromhex(doc["subtree"])
+    node.target = _get_bytes(doc, "target")
+    node.xattrs = [
+        (_get_bytes(x, "name") or b"", base64.b64decode(x["value_b64"], validate=True))
+        for x in doc.get("xattrs", ())
+    ]
+    return node
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    ordered = sorted(nodes, key=lambda node: node.name)
+    body = {"v": TREE_VERSION, "nodes": [node_to_json(node) for node in ordered]}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_tree(data: bytes) -> list[Node]:
+    try:
+        body = json.loads(data)
+        version = body["v"]
+        if version != TREE_VERSION:
+            raise UnsupportedFormat(f"tree version {version} is newer than this Roost")
+        return [node_from_json(doc) for doc in body["nodes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptObject("a tree blob is malformed") from exc

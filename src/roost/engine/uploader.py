@@ -1,0 +1,175 @@
+"""BlobSaver: dedup, compress, encrypt, pack and upload blobs in a bounded thread pool.
+
+The caller (the archiver) hands over plaintext blobs one by one and gets the blob id back at
+once, so trees can be built without waiting for uploads. Compression and encryption run in
+worker threads (zstd and AES-GCM release the GIL); finished blobs go into one open pack per
+blob type, and a full pack is uploaded by the worker that filled it. A semaphore bounds the
+blobs in flight, so memory stays bounded whatever the input.
+
+Checkpoints: every ``checkpoint_seconds`` (or ``checkpoint_packs`` packs) the packs uploaded so
+far get an index file, so after a crash the next backup finds their blobs and skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from roost.engine import compress
+from roost.engine.index import IndexFile, MasterIndex
+from roost.engine.pack import PackBuilder, blob_aad, pack_key
+from roost.engine.repository import Repository
+from roost.errors import ObjectExists
+
+
+@dataclass
+class SaverStats:
+    blobs_new: int = 0
+    blobs_dedup: int = 0
+    bytes_new_raw: int = 0  # plaintext bytes of new blobs
+    bytes_stored: int = 0  # encrypted, compressed bytes uploaded (packs, incl. headers)
+    packs_written: int = 0
+    index_files_written: int = 0
+
+
+class BlobSaver:
+    """Saves blobs into packs; ``flush`` writes what is left and the final index."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        index: MasterIndex,
+        *,
+        workers: int | None = None,
+        max_in_flight: int | None = None,
+        checkpoint_seconds: float = 30.0,
+        checkpoint_packs: int = 32,
+        on_pack: Callable[[int], None] | None = None,
+    ) -> None:
+        self.repo = repo
+        self.index = index
+        self.stats = SaverStats()
+        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="roost-saver")
+        self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 4)
+        self._lock = threading.Lock()
+        self._seen: set[bytes] = set()
+        self._open: dict[int, PackBuilder] = {}
+        self._pending_index = IndexFile(created_ns=0)
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_seconds = checkpoint_seconds
+        self._checkpoint_packs = checkpoint_packs
+        self._error: BaseException | None = None
+        self._futures: set[Future[None]] = set()
+        self._on_pack = on_pack
+
+    def has(self, blob_id: bytes) -> bool:
+        return blob_id in self._seen or self.index.live(blob_id) is not None
+
+    def save(self, blob_type: int, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Queue a blob; return (id, is_new). Raises the first worker error, if any."""
+        self._raise_if_failed()
+        if blob_id is None:
+            blob_id = self.repo.key.chunk_id(data)
+        with self._lock:
+            if blob_id in self._seen or self.index.live(blob_id) is not None:
+                self.stats.blobs_dedup += 1
+                return blob_id, False
+            self._seen.add(blob_id)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new_raw += len(data)
+        self._slots.acquire()
+        future = self._pool.submit(self._encode_and_pack, blob_type, blob_id, data)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._finished)
+        return blob_id, True
+
+    def _finished(self, future: Future[None]) -> None:
+        self._slots.release()
+        with self._lock:
+            self._futures.discard(future)
+        exc = future.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
+        method, payload = compress.compress(data)
+        sealed = self.repo.key.encrypt(payload, blob_aad(blob_type, blob_id))
+        full: PackBuilder | None = None
+        with self._lock:
+            builder = self._open.setdefault(blob_type, PackBuilder())
+            builder.add(blob_type, blob_id, sealed, len(data), method)
+            if builder.size >= self.repo.config.pack_size:
+                full = self._open.pop(blob_type)
+        if full is not None:
+            self._upload(full)
+
+    def _upload(self, builder: PackBuilder) -> None:
+        pack_id, data = builder.finish(self.repo.key)
+        try:
+            self.repo.backend.put(pack_key(pack_id), data)
+        except ObjectExists:
+            pass  # identical content already stored: packs are content-addressed
+        with self._lock:
+            self.stats.bytes_stored += len(data)
+            self.stats.packs_written += 1
+            self.index.add_pack(pack_id, builder.entries)
+            self._pending_index.packs[pack_id] = builder.entries
+            due = self._checkpoint_due()
+        if self._on_pack is not None:
+            self._on_pack(len(data))
+        if due:
+            self.checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        waited = time.monotonic() - self._last_checkpoint
+        pending = len(self._pending_index.packs)
+        return pending >= self._checkpoint_packs or (
+            pending > 0 and waited >= self._checkpoint_seconds
+        )
+
+    def checkpoint(self) -> None:
+        """Write an index file for the packs uploaded since the last checkpoint."""
+        with self._lock:
+            pending, self._pending_index = self._pending_index, IndexFile(created_ns=0)
+            self._last_checkpoint = time.monotonic()
+        if not pending.packs:
+            return
+        pending.created_ns = time.time_ns()
+        self.repo.write_index_file(pending)
+        with self._lock:
+            self.stats.index_files_written += 1
+
+    def wait_idle(self) -> None:
+        """Wait until every queued blob has been encoded into a pack."""
+        while True:
+            with self._lock:
+                futures = list(self._futures)
+            if not futures:
+                break
+            for future in futures:
+                future.exception()
+        self._raise_if_failed()
+
+    def flush(self) -> None:
+        """Upload the partly filled packs and write the final index file."""
+        self.wait_idle()
+        with self._lock:
+            leftovers = list(self._open.values())
+            self._open.clear()
+        for builder in leftovers:
+            if builder.entries:
+                self._upload(builder)
+        self.checkpoint()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
