@@ -1,19 +1,19 @@
 """Every failure a user can act on has its own exception; the docstring is the advice.
 
-    RoostError                      base; carries an exit code for the CLI
-    ├── RepositoryError
-    │   ├── RepositoryNotFound      no repository at the given location
-    │   ├── RepositoryExists        init over an existing repository
-    │   ├── WrongPassphrase         no key file opens with the passphrase
-    │   ├── CorruptObject           an object failed authentication or parsing
-    │   ├── UnsupportedFormat       written by a newer Roost
-    │   └── BlobNotFound            a snapshot references data that is not stored
-    ├── StorageError                the backend failed (I/O, network, permissions)
-    │   ├── ObjectNotFound
-    │   └── ObjectExists
-    ├── SourceError                 a backup source path is missing or unreadable
-    ├── RestoreTargetError          the restore target cannot be written
-    └── UsageError                  the command line asks for something impossible
+RoostError                      base; carries an exit code for the CLI
+├── RepositoryError
+│   ├── RepositoryNotFound      no repository at the given location
+│   ├── RepositoryExists        init over an existing repository
+│   ├── WrongPassphrase         no key file opens with the passphrase
+│   ├── CorruptObject           an object failed authentication or parsing
+│   ├── UnsupportedFormat       written by a newer Roost
+│   └── BlobNotFound            a snapshot references data that is not stored
+├── StorageError                the backend failed (I/O, network, permissions)
+│   ├── ObjectNotFound
+│   └── ObjectExists
+├── SourceError                 a backup source path is missing or unreadable
+├── RestoreTargetError          the restore target cannot be written
+└── UsageError                  the command line asks for something impossible
 """
 
 from __future__ import annotations

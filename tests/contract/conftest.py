@@ -129,3 +129,14 @@ def make_s3(request: pytest.FixtureRequest) -> Callable[..., S3Backend]:
         )
 
     return make
+
+
+@pytest.fixture
+def s3_location(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An s3:// repository URL on the moto server, with credentials in the environment."""
+    if moto_server.endpoint is None:
+        pytest.skip(f"s3 backend not tested: {moto_server.skip_reason}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    prefix = f"url-{next(_prefix_counter)}"
+    return f"s3://{BUCKET}/{prefix}?endpoint={moto_server.endpoint}&region=us-east-1"

@@ -16,6 +16,7 @@ from roost.storage.local import LocalBackend
 from roost.storage.memory import MemoryBackend
 from roost.storage.retry import RetryingBackend
 from roost.storage.s3 import S3Backend
+from roost.storage.url import open_backend
 
 MIB = 1024 * 1024
 
@@ -41,9 +42,7 @@ def _local_case(root: Path) -> Case:
 
 
 @pytest.fixture(params=["local", "memory", "s3", "s3-fallback", "retrying-memory"])
-def case(
-    request: pytest.FixtureRequest, tmp_path: Path, make_s3: Callable[..., S3Backend]
-) -> Case:
+def case(request: pytest.FixtureRequest, tmp_path: Path, make_s3: Callable[..., S3Backend]) -> Case:
     name: str = request.param
     if name == "local":
         return _local_case(tmp_path / "repo")
@@ -298,3 +297,14 @@ def test_hostile_prefixes_rejected(backend: Backend, prefix: str) -> None:
 
 def test_describe_names_a_location(backend: Backend) -> None:
     assert backend.describe()
+
+
+def test_open_backend_s3_url_end_to_end(s3_location: str) -> None:
+    backend = open_backend(s3_location)
+    backend.put("config", b"cfg")
+    backend.put("data/ab/ab01", b"blob")
+    with pytest.raises(ObjectExists):
+        backend.put("config", b"other")
+    assert listed(backend, "") == {"config": 3, "data/ab/ab01": 4}
+    assert backend.get_range("data/ab/ab01", 1, 2) == b"lo"
+    assert backend.describe().startswith("s3://roost-contract/url-")

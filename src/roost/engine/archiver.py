@@ -80,8 +80,9 @@ class BackupSummary:
 class _Walk:
     """State of one walk: the saver, the parent lookup, hardlink memory, counters."""
 
-    def __init__(self, repo: Repository, saver: BlobSaver, options: BackupOptions,
-                 progress: BackupProgress) -> None:
+    def __init__(
+        self, repo: Repository, saver: BlobSaver, options: BackupOptions, progress: BackupProgress
+    ) -> None:
         self.repo = repo
         self.saver = saver
         self.options = options
@@ -90,8 +91,9 @@ class _Walk:
         self.missed: list[dict[str, str]] = []
         self.hardlinks: dict[tuple[int, int], list[bytes]] = {}
         cfg = repo.config
-        self.chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max,
-                               repo.key.master.chunker_seed)
+        self.chunker = Chunker(
+            cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max, repo.key.master.chunker_seed
+        )
         self.force_read = set(options.force_read)
         if options.parent is not None:
             self.force_read.update(os.fsencode(m["path"]) for m in options.parent.missed)
@@ -108,13 +110,14 @@ class _Walk:
             return {}
         try:
             return {node.name: node for node in self.repo.load_tree(subtree)}
-        except Exception:  # noqa: BLE001 - an unreadable parent only costs re-reading
+        except Exception:
             return {}
 
     # -- directories --------------------------------------------------------------------
 
-    def save_dir(self, path: bytes, rel: bytes, node: Node, root_dev: int,
-                 parent: Node | None) -> Node:
+    def save_dir(
+        self, path: bytes, rel: bytes, node: Node, root_dev: int, parent: Node | None
+    ) -> Node:
         self.summary.dirs += 1
         old = self.parent_children(parent.subtree if parent and parent.type == DIR else None)
         children: list[Node] = []
@@ -123,8 +126,9 @@ class _Walk:
         node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(children))
         return node
 
-    def save_entries(self, path: bytes, rel: bytes, root_dev: int,
-                     old: dict[bytes, Node]) -> list[Node]:
+    def save_entries(
+        self, path: bytes, rel: bytes, root_dev: int, old: dict[bytes, Node]
+    ) -> list[Node]:
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -133,14 +137,20 @@ class _Walk:
             return []
         children = []
         for entry in entries:
-            child = self.save_entry(entry.path, rel + b"/" + entry.name if rel else entry.name,
-                                    entry.name, root_dev, old.get(entry.name))
+            child = self.save_entry(
+                entry.path,
+                rel + b"/" + entry.name if rel else entry.name,
+                entry.name,
+                root_dev,
+                old.get(entry.name),
+            )
             if child is not None:
                 children.append(child)
         return children
 
-    def save_entry(self, path: bytes, rel: bytes, name: bytes, root_dev: int,
-                   parent: Node | None) -> Node | None:
+    def save_entry(
+        self, path: bytes, rel: bytes, name: bytes, root_dev: int, parent: Node | None
+    ) -> Node | None:
         try:
             st = os.lstat(path)
             is_dir = stat.S_ISDIR(st.st_mode)
@@ -209,8 +219,9 @@ class _Walk:
             self.miss(path, "replaced by a non-file during backup")
             return False
         _refresh_from_stat(node, before)
-        extents = fsmeta.data_extents(fd, before.st_size) if fsmeta.is_sparse_candidate(
-            before) else None
+        extents = (
+            fsmeta.data_extents(fd, before.st_size) if fsmeta.is_sparse_candidate(before) else None
+        )
         node.extents = extents
         expected = sum(n for _, n in extents) if extents is not None else before.st_size
         node.content, got = self.chunk_file(fd, extents or [(0, before.st_size)], expected)
@@ -219,8 +230,9 @@ class _Walk:
             self.miss(path, "changed while being read")
         return True
 
-    def chunk_file(self, fd: int, extents: list[tuple[int, int]],
-                   expected: int) -> tuple[list[bytes], int]:
+    def chunk_file(
+        self, fd: int, extents: list[tuple[int, int]], expected: int
+    ) -> tuple[list[bytes], int]:
         if expected <= self.chunker.min_size and len(extents) <= 1:
             start = extents[0][0] if extents else 0
             data = os.pread(fd, expected, start) if expected else b""
@@ -299,9 +311,15 @@ def _virtual_layout(sources: list[bytes]) -> dict[bytes, object]:
 class Archiver:
     """Runs one backup of a list of source paths into a repository."""
 
-    def __init__(self, repo: Repository, options: BackupOptions | None = None,
-                 progress: BackupProgress | None = None, *, workers: int | None = None,
-                 checkpoint_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions | None = None,
+        progress: BackupProgress | None = None,
+        *,
+        workers: int | None = None,
+        checkpoint_seconds: float = 30.0,
+    ) -> None:
         self.repo = repo
         self.options = options or BackupOptions()
         self.progress = progress or BackupProgress()
@@ -315,10 +333,10 @@ class Archiver:
             adopt_orphan_packs(self.repo, index)
             return self._run_locked(paths, index)
 
-    def _run_locked(self, paths: list[bytes],
-                    index: MasterIndex) -> tuple[Snapshot, BackupSummary]:
-        saver = BlobSaver(self.repo, index, workers=self.workers,
-                          checkpoint_seconds=self.checkpoint_seconds)
+    def _run_locked(self, paths: list[bytes], index: MasterIndex) -> tuple[Snapshot, BackupSummary]:
+        saver = BlobSaver(
+            self.repo, index, workers=self.workers, checkpoint_seconds=self.checkpoint_seconds
+        )
         try:
             walk = _Walk(self.repo, saver, self.options, self.progress)
             root = self._save_virtual(walk, b"/", _virtual_layout(paths), self._parent_root())
@@ -351,8 +369,9 @@ class Archiver:
             return None
         return Node(name=b"", type=DIR, subtree=parent.tree)
 
-    def _save_virtual(self, walk: _Walk, path: bytes, layout: dict[bytes, object],
-                      parent: Node | None) -> bytes:
+    def _save_virtual(
+        self, walk: _Walk, path: bytes, layout: dict[bytes, object], parent: Node | None
+    ) -> bytes:
         """Save the directories leading to the sources, holding only the chosen children."""
         old = walk.parent_children(parent.subtree if parent else None)
         children = []
@@ -369,10 +388,17 @@ class Archiver:
         tree_id, _ = walk.saver.save(TREE_BLOB, encode_tree(children))
         return tree_id
 
-    def _virtual_dir(self, walk: _Walk, path: bytes, name: bytes, layout: dict[bytes, object],
-                     parent: Node | None) -> Node:
-        node = fsmeta.node_from_stat(name, os.lstat(path), path,
-                                     read_xattrs=self.options.read_xattrs)
+    def _virtual_dir(
+        self,
+        walk: _Walk,
+        path: bytes,
+        name: bytes,
+        layout: dict[bytes, object],
+        parent: Node | None,
+    ) -> Node:
+        node = fsmeta.node_from_stat(
+            name, os.lstat(path), path, read_xattrs=self.options.read_xattrs
+        )
         node.subtree = self._save_virtual(walk, path, layout, parent)
         return node
 

@@ -80,8 +80,17 @@ _NO_SEEK_HOLE = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.
 
 
 def _show(path: bytes) -> str:
-    """A path for messages: readable, yet unambiguous for newlines and non-UTF-8 bytes."""
-    return repr(path.decode("utf-8", "backslashreplace"))
+    """A path for messages, quoted: UTF-8 shown as text; other bytes, controls and
+    backslashes escaped Python-style, so newlines and non-UTF-8 names stay unambiguous."""
+    return "'" + "".join(map(_show_char, path.decode("utf-8", "surrogateescape"))) + "'"
+
+
+def _show_char(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, kept by surrogateescape
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    if char == "\\" or not char.isprintable():
+        return repr(char)[1:-1]
+    return char
 
 
 def _reason(exc: OSError) -> str:

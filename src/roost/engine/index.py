@@ -60,8 +60,10 @@ class IndexFile:
         parts = [INDEX_MAGIC, _U64.pack(self.created_ns), _U32.pack(len(self.packs))]
         for pack_id, entries in self.packs.items():
             parts += [pack_id, _U32.pack(len(entries))]
-            parts += [ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
-                      for e in entries]
+            parts += [
+                ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
+                for e in entries
+            ]
         parts.append(_U32.pack(len(self.tombstones)))
         parts += [_TOMB.pack(*tomb) for tomb in self.tombstones]
         parts.append(_U32.pack(len(self.supersedes)))

@@ -11,6 +11,7 @@ that could have missed a tombstone has a lease that started before the tombstone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -72,17 +73,15 @@ class Lease:
         while not self._stop.wait(self._refresh_seconds):
             try:
                 self.repo.backend.put(f"leases/{self.id}", self._document(), overwrite=True)
-            except Exception:  # noqa: BLE001 - a missed refresh is retried next round
+            except Exception:
                 continue
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        try:
+        with contextlib.suppress(ObjectNotFound):
             self.repo.backend.delete(f"leases/{self.id}")
-        except ObjectNotFound:
-            pass
 
     def __enter__(self) -> Lease:
         return self.acquire()
@@ -100,7 +99,13 @@ def list_leases(repo: Repository) -> list[LeaseInfo]:
         except (ObjectNotFound, CorruptObject, ValueError):
             continue  # released meanwhile, or garbage: neither protects anything
         found.append(
-            LeaseInfo(lease_id, str(doc["kind"]), str(doc["host"]), int(doc["pid"]),
-                      int(doc["started_ns"]), int(doc["refreshed_ns"]))
+            LeaseInfo(
+                lease_id,
+                str(doc["kind"]),
+                str(doc["host"]),
+                int(doc["pid"]),
+                int(doc["started_ns"]),
+                int(doc["refreshed_ns"]),
+            )
         )
     return found

@@ -72,8 +72,9 @@ class PackBuilder:
         self.entries: list[BlobEntry] = []
         self.size = 0
 
-    def add(self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int,
-            compression: int) -> None:
+    def add(
+        self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int, compression: int
+    ) -> None:
         entry = BlobEntry(blob_type, blob_id, self.size, len(ciphertext), raw_length, compression)
         self._parts.append(ciphertext)
         self.entries.append(entry)

@@ -8,6 +8,7 @@ every pack header and replaces all index files with one consolidated set.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +40,11 @@ def list_packs(repo: Repository) -> dict[bytes, tuple[str, int]]:
     return found
 
 
-def _headers(repo: Repository, packs: dict[bytes, tuple[str, int]],
-             on_error: Callable[[str, Exception], None]) -> dict[bytes, list[BlobEntry]]:
+def _headers(
+    repo: Repository,
+    packs: dict[bytes, tuple[str, int]],
+    on_error: Callable[[str, Exception], None],
+) -> dict[bytes, list[BlobEntry]]:
     def load(item: tuple[bytes, tuple[str, int]]) -> tuple[bytes, list[BlobEntry] | None]:
         pack_id, (key, size) = item
         try:
@@ -70,17 +74,14 @@ def adopt_orphan_packs(repo: Repository, index: MasterIndex) -> int:
     return len(headers)
 
 
-def rebuild_index(repo: Repository,
-                  on_error: Callable[[str, Exception], None]) -> tuple[int, int]:
+def rebuild_index(repo: Repository, on_error: Callable[[str, Exception], None]) -> tuple[int, int]:
     """Replace every index file by one built from the pack headers; return (packs, blobs)."""
     old_ids = [bytes.fromhex(info.key.split("/", 1)[1]) for info in repo.backend.list("index/")]
     headers = _headers(repo, list_packs(repo), on_error)
     fresh = IndexFile(created_ns=time.time_ns(), packs=headers, supersedes=old_ids)
     repo.write_index_file(fresh)
     for old in old_ids:
-        try:
+        with contextlib.suppress(ObjectNotFound):
             repo.backend.delete(f"index/{old.hex()}")
-        except ObjectNotFound:
-            pass
     repo.load_index()
     return len(headers), sum(len(e) for e in headers.values())

@@ -205,7 +205,17 @@ class Repository:
         loc = self.index.find(blob_id)
         if loc is None:
             raise BlobNotFound(f"blob {blob_id.hex()[:16]} is in no index; run `roost check`")
-        return self.read_blob_at(blob_id, loc)
+        try:
+            return self.read_blob_at(blob_id, loc)
+        except ObjectNotFound:
+            # a concurrent prune repacked the blob: the fresh index knows its new pack
+            fresh = self.load_index().find(blob_id)
+            if fresh is None or fresh == loc:
+                raise BlobNotFound(
+                    f"blob {blob_id.hex()[:16]} is missing from pack {loc.pack.hex()[:16]}; "
+                    "run `roost check`"
+                ) from None
+            return self.read_blob_at(blob_id, fresh)
 
     def read_blob_at(self, blob_id: bytes, loc: Location) -> bytes:
         raw = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.length)

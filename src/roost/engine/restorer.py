@@ -74,6 +74,7 @@ class Restorer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-restore")
         self._futures: list[Future[None]] = []
         self._dirs: list[tuple[bytes, Node]] = []
+        self._pending_links: list[tuple[bytes, bytes, Node]] = []
 
     # -- selection ----------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class Restorer:
             self._restore_tree(self.snapshot.tree, self.target, [])
             for future in self._futures:
                 future.result()
+            self._make_links()
         finally:
             self._pool.shutdown(wait=True)
         for path, node in reversed(self._dirs):
@@ -116,7 +118,9 @@ class Restorer:
             ) from None
         st = os.stat(self.target)
         if not stat.S_ISDIR(st.st_mode):
-            raise RestoreTargetError(f"restore target {os.fsdecode(self.target)} is not a directory")
+            raise RestoreTargetError(
+                f"restore target {os.fsdecode(self.target)} is not a directory"
+            )
         if not os.access(self.target, os.W_OK | os.X_OK):
             raise RestoreTargetError(
                 f"restore target {os.fsdecode(self.target)} is not writable; choose another "
@@ -134,7 +138,7 @@ class Restorer:
             if not _safe_name(node.name):
                 self._warn(dir_path, f"refused unsafe name {node.name!r} in the snapshot")
                 continue
-            wanted, descend = self._selected(child_parts)
+            wanted, _descend = self._selected(child_parts)
             if not wanted:
                 continue
             path = os.path.join(dir_path, node.name)
@@ -178,7 +182,13 @@ class Restorer:
         if final is None:
             return
         if node.type == FILE:
-            self._futures.append(self._pool.submit(self._restore_file, node, final))
+            first = self._links.get((node.device, node.inode)) if node.nlink > 1 else None
+            if first is not None:
+                self._pending_links.append((first, final, node))
+            else:
+                if node.nlink > 1:
+                    self._links[(node.device, node.inode)] = final
+                self._futures.append(self._pool.submit(self._restore_file, node, final))
             return
         try:
             if node.type == SYMLINK:
@@ -213,15 +223,6 @@ class Restorer:
         return path
 
     def _restore_file(self, node: Node, path: bytes) -> None:
-        key = (node.device, node.inode)
-        if node.nlink > 1:
-            with self._lock:
-                first = self._links.get(key)
-                if first is None:
-                    self._links[key] = path
-            if first is not None:
-                self._link(first, path, node)
-                return
         try:
             self._write_file(node, path)
         except RoostError as exc:
@@ -234,14 +235,16 @@ class Restorer:
             self.summary.files += 1
         self._apply(path, node)
 
-    def _link(self, first: bytes, path: bytes, node: Node) -> None:
-        try:
-            os.link(first, path, follow_symlinks=False)
-        except OSError:
-            self._write_file(node, path)  # e.g. the first copy was renamed or is elsewhere
-            self._apply(path, node)
-        with self._lock:
-            self.summary.files += 1
+    def _make_links(self) -> None:
+        """Link later names of a hardlinked inode to the first one restored (all written now)."""
+        for first, path, node in self._pending_links:
+            try:
+                os.link(first, path, follow_symlinks=False)
+            except OSError:
+                self._restore_file(node, path)  # the first copy failed or was skipped
+                continue
+            with self._lock:
+                self.summary.files += 1
 
     def _write_file(self, node: Node, path: bytes) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -12,6 +12,7 @@ far get an index file, so after a crash the next backup finds their blobs and sk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -115,10 +116,9 @@ class BlobSaver:
 
     def _upload(self, builder: PackBuilder) -> None:
         pack_id, data = builder.finish(self.repo.key)
-        try:
+        # identical content may already be stored: packs are content-addressed
+        with contextlib.suppress(ObjectExists):
             self.repo.backend.put(pack_key(pack_id), data)
-        except ObjectExists:
-            pass  # identical content already stored: packs are content-addressed
         with self._lock:
             self.stats.bytes_stored += len(data)
             self.stats.packs_written += 1

@@ -46,7 +46,7 @@ def open_backend(location: str) -> Backend:
         return _memory(parts.netloc + parts.path.rstrip("/"))
     if scheme == "s3":
         return _s3(location)
-    raise _usage(f"unsupported repository location {location!r}")
+    raise _usage(f"unsupported repository location {_redact(location)!r}")
 
 
 def _local(path: Path) -> Backend:
@@ -64,11 +64,11 @@ def _memory(name: str) -> Backend:
 def _s3(location: str) -> Backend:
     parts = urlsplit(location)
     if not parts.netloc:
-        raise _usage(f"{location!r} names no bucket")
+        raise _usage(f"{_redact(location)!r} names no bucket")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - _S3_OPTIONS)
     if unknown:
-        raise _usage(f"unknown S3 option(s) {', '.join(unknown)} in {location!r}")
+        raise _usage(f"unknown S3 option(s) {', '.join(unknown)} in {_redact(location)!r}")
     if "@" in parts.netloc:
         # Credentials in a URL end up in shell history and process lists.
         raise _usage("do not put credentials in the URL; set AWS_ACCESS_KEY_ID/SECRET instead")
@@ -82,7 +82,7 @@ def _s3(location: str) -> Backend:
             region=region,
         )
     except (StorageError, ValueError) as exc:  # a bad prefix or endpoint URL
-        raise _usage(f"invalid S3 location {location!r}: {exc}") from exc
+        raise _usage(f"invalid S3 location {_redact(location)!r}: {exc}") from exc
     return RetryingBackend(backend)
 
 
@@ -91,6 +91,14 @@ def _single(query: dict[str, list[str]], name: str) -> str:
     if len(values) > 1:
         raise _usage(f"S3 option {name!r} given more than once")
     return values[0] if values else ""
+
+
+def _redact(location: str) -> str:
+    """The location without any user:password@ part, fit to echo in a message."""
+    parts = urlsplit(location)
+    if "@" not in parts.netloc:
+        return location
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _usage(problem: str) -> UsageError:

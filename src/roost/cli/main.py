@@ -1,0 +1,126 @@
+"""The ``roost`` command: global options, the command list and the one error policy.
+
+Every expected failure is a ``RoostError``: it becomes one line ``roost: error: <message>`` on
+stderr and the error's exit code, never a traceback. Anything else is a bug: one line with a
+hint to rerun with ``ROOST_DEBUG=1``, which prints the traceback too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import click
+import typer
+
+from roost import __version__
+from roost.cli import backup_cmds, benchmark, forget_cmds, key_cmds, repo_cmds
+from roost.cli.context import GlobalOptions, JsonOption
+from roost.errors import RoostError
+
+INTERRUPTED = 130
+
+app = typer.Typer(
+    name="roost",
+    help="Deduplicating, encrypted backups of directories into a repository.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"roost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "-r",
+            "--repo",
+            envvar="ROOST_REPO",
+            help="Repository: a directory, file://PATH, s3://BUCKET/PREFIX or memory://NAME.",
+        ),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="Read the passphrase (or recovery key) from this file; else ROOST_PASSWORD, "
+            "else a prompt.",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    ctx.obj = GlobalOptions(repo=repo, password_file=password_file, json=json_output)
+
+
+for _module in (repo_cmds, key_cmds, backup_cmds, forget_cmds, benchmark):
+    _module.register(app)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; return its exit code instead of exiting."""
+    command = typer.main.get_command(app)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        code = command.main(args=args, prog_name="roost", standalone_mode=False)
+    except RoostError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+    except click.ClickException as exc:
+        return _fail(_click_message(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+        message = f"unexpected {type(exc).__name__}: {exc}"
+        if not _debug():
+            message += " (rerun with ROOST_DEBUG=1 to see the traceback)"
+        return _fail(message, 1)
+    if code == INTERRUPTED:  # Typer turns KeyboardInterrupt into Exit(130)
+        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+    return code if isinstance(code, int) else 0
+
+
+def _fail(message: str, code: int, prefix: str = "roost: error: ") -> int:
+    if _debug() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.write(f"{prefix}{message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _click_message(exc: click.ClickException) -> str:
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    return message
+
+
+def _debug() -> bool:
+    return os.environ.get("ROOST_DEBUG", "") not in ("", "0")
+
+
+def main() -> NoReturn:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Control plane: API, scheduler, dispatcher, catalog and dashboard."""

@@ -1,0 +1,1 @@
+"""Scheduler: pure policy decisions (schedule, window, dispatch, level, retries) and its loop."""
