@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import click
 import typer
 
 from roost import __version__
@@ -75,19 +74,21 @@ for _module in (repo_cmds, key_cmds, backup_cmds, forget_cmds, benchmark):
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; return its exit code instead of exiting."""
-    command = typer.main.get_command(app)
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
+        command = typer.main.get_command(app)
         code = command.main(args=args, prog_name="roost", standalone_mode=False)
     except RoostError as exc:
         return _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail("interrupted", INTERRUPTED, prefix="roost: ")
-    except click.ClickException as exc:
-        return _fail(_click_message(exc), exc.exit_code)
+    except typer.TyperException as exc:  # Typer's own usage errors
+        if not exc.format_message():  # no command given: the help was printed
+            return exc.exit_code
+        return _fail(_usage_message(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", INTERRUPTED, prefix="roost: ")
-    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+    except Exception as exc:  # the one place that turns bugs into one line
         message = f"unexpected {type(exc).__name__}: {exc}"
         if not _debug():
             message += " (rerun with ROOST_DEBUG=1 to see the traceback)"
@@ -106,11 +107,11 @@ def _fail(message: str, code: int, prefix: str = "roost: error: ") -> int:
     return code
 
 
-def _click_message(exc: click.ClickException) -> str:
+def _usage_message(exc: typer.TyperException) -> str:
     message = exc.format_message()
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click.UsageError) and ctx is not None:
-        message += f" (see `{ctx.command_path} --help`)"
+    command_path = getattr(getattr(exc, "ctx", None), "command_path", None)
+    if command_path:
+        message += f" (see `{command_path} --help`)"
     return message
 
 

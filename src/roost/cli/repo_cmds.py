@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,11 +13,14 @@ from roost.cli import output
 from roost.cli.context import JsonOption, session
 from roost.engine import diff as diffs
 from roost.engine.recovery import rebuild_index
-from roost.engine.repository import Repository
+from roost.engine.repository import RepoConfig, Repository
 from roost.engine.snapshot import Snapshot
 from roost.engine.stats import RepoStats, compute_stats
 from roost.engine.tree import Node
 from roost.errors import RoostError
+
+if TYPE_CHECKING:
+    from roost.engine.check import CheckReport
 
 TESTING_KNOBS = (
     "Testing knob (environment, hidden option): ROOST_PACK_SIZE=BYTES sets the pack size of "
@@ -62,8 +66,8 @@ def init(
     """Create a repository and print its recovery key."""
     cli = session(ctx, json_output)
     backend = cli.backend()
-    overrides = {"pack_size": pack_size} if pack_size else {}
-    repo, recovery_key = Repository.init(backend, cli.new_passphrase(), **overrides)
+    pack_size = pack_size or RepoConfig.pack_size
+    repo, recovery_key = Repository.init(backend, cli.new_passphrase(), pack_size=pack_size)
     where = backend.describe()
     if cli.json:
         output.print_json({"repository": where, "id": repo.config.id, "recovery_key": recovery_key})
@@ -85,8 +89,9 @@ def snapshots(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if cli.json:
         output.print_json([snapshot_json(snap) for snap in snaps])
         return
-    grid = output.table("ID", "Time", "Host", "Paths", "Tags", "Files", "Size",
-                        numeric=("Files", "Size"))
+    grid = output.table(
+        "ID", "Time", "Host", "Paths", "Tags", "Files", "Size", numeric=("Files", "Size")
+    )
     for snap in snaps:
         output.add_row(
             grid,
@@ -160,8 +165,8 @@ def node_json(path: bytes, node: Node) -> dict[str, Any]:
 
 def _iso_ns(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).astimezone()
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}" + moment.strftime("%z")
+    text = datetime.fromtimestamp(seconds, UTC).astimezone().isoformat(timespec="seconds")
+    return f"{text[:19]}.{rest:09d}{text[19:]}"  # nanoseconds, which datetime cannot hold
 
 
 def long_line(path: bytes, node: Node) -> str:
@@ -237,7 +242,7 @@ def stats(
     ]
     if report.missing_blobs:
         rows.append(("Missing blobs", f"{report.missing_blobs} (run `roost check`)"))
-    grid = output.table("", "", numeric=("",))
+    grid = output.table("Statistic", "Value", numeric=("Value",))
     for name, value in rows:
         output.add_row(grid, name, value)
     output.print_table(grid)
@@ -271,35 +276,28 @@ def check(
     cli = session(ctx, json_output)
     repo = cli.open()
     if cli.json:
-        report = check_repository(repo, read_data)
+        report = check_repository(repo, read_data=read_data)
+        output.print_json({"ok": report.ok, **asdict(report)})
     else:
         with output.stderr_console().status("checking") as status:
-            report = check_repository(repo, read_data, lambda message: status.update(message))
-    errors = [
-        {"object": e.object, "message": e.message, "affected_files": list(e.affected_files)}
-        for e in report.errors
-    ]
-    counts = {
-        "snapshots": report.snapshots,
-        "trees": report.trees,
-        "blobs": report.blobs,
-        "packs_read": report.packs_read,
-    }
-    if cli.json:
-        output.print_json({"ok": report.ok, **counts, "errors": errors})
-    else:
-        _print_check(counts, errors)
+            report = check_repository(repo, read_data=read_data, progress=status.update)
+        _print_check(report)
     if not report.ok:
-        raise CheckFailed(f"check found {len(errors)} errors")
+        raise CheckFailed(f"check found {len(report.errors)} errors")
 
 
-def _print_check(counts: dict[str, int], errors: list[dict[str, Any]]) -> None:
-    for error in errors:
-        output.say(f"error: {error['object']}: {error['message']}", "red")
-        for path in error["affected_files"]:
+def _print_check(report: CheckReport) -> None:
+    for note in report.notes:
+        output.say(f"note: {note}")
+    for error in report.errors:
+        output.say(f"error: {error.object}: {error.message}", "red")
+        for path in error.affected_files:
             output.say(f"  affects {output.show_path(path)}")
-    summary = ", ".join(f"{value} {name.replace('_', ' ')}" for name, value in counts.items())
-    output.say(f"checked {summary}: " + ("no errors" if not errors else f"{len(errors)} errors"))
+    read = f", {report.packs_read} packs read" if report.packs_read else ""
+    output.say(
+        f"checked {report.snapshots} snapshots, {report.trees} trees, {report.blobs} blobs{read}: "
+        + (f"{len(report.errors)} errors" if report.errors else "no errors")
+    )
 
 
 def repair_index(ctx: typer.Context, json_output: JsonOption = False) -> None:

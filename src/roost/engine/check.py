@@ -1,25 +1,20 @@
 """``roost check``: is every object readable, and does every snapshot have all of its data?
 
 Structure check (always): the config decrypts; every index file decodes (a damaged one is
-reported and the others are still used); every pack the index lists exists and is big enough
-for the blobs listed in it; every stored pack has a readable header that agrees with the index
-(a pack in no index is only a note: an interrupted backup leaves it and the next one adopts
-it); every snapshot decrypts; every tree reachable from a snapshot loads and verifies; every
-data blob a file references is in the index.
-
-``read_data`` additionally downloads every pack (one per worker thread), checks its content
-hash against its name and decrypts and verifies every blob in it.
-
-Data that is lost (every stored copy missing or damaged) is mapped back to the files and
-directories that need it, per snapshot, by one walk over the trees in which each tree is
-loaded once: the walk remembers, per tree id, the relative paths below it that are affected.
-Damage never raises; only an unreachable backend (StorageError) does.
+reported, the others are still used); every pack the index lists exists, is big enough for its
+blobs and has a header that agrees with the index; a stored pack in no index is only a note (a
+crashed backup leaves it, the next one adopts it); every snapshot decrypts; every tree a
+snapshot reaches loads and verifies (each tree once); every data blob a file uses is indexed.
+``read_data`` also downloads every pack (one per worker), checks its hash against its name and
+decrypts and verifies every blob. Lost data (no intact copy) is mapped back to the files and
+directories using it, per snapshot. Damage is reported, never raised; StorageError is raised.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,7 +25,13 @@ from roost.engine.recovery import list_packs, read_pack_header
 from roost.engine.repository import CONFIG_AAD, Repository
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import Node, decode_tree
-from roost.errors import BlobNotFound, CorruptObject, ObjectNotFound, UnsupportedFormat
+from roost.errors import (
+    BlobNotFound,
+    CorruptObject,
+    ObjectNotFound,
+    StorageError,
+    UnsupportedFormat,
+)
 
 WORKERS = 8
 _DAMAGE = (CorruptObject, UnsupportedFormat)
@@ -157,29 +158,36 @@ class _Checker:
             issue = self._error(
                 f"pack {pack_key(pack_id)}", "is listed in the index but missing from storage"
             )
-            for blob_id, _ in by_pack[pack_id]:
-                self.lost.setdefault(blob_id, {}).setdefault(pack_id, issue)
+            self._lose((blob_id for blob_id, _ in by_pack[pack_id]), pack_id, issue)
         jobs = sorted((key, size, pid, by_pack.get(pid, [])) for pid, (key, size) in stored.items())
         self.say(f"{'reading' if self.read_data else 'checking'} {len(jobs)} packs")
 
-        def work(job: tuple[str, int, bytes, Listed]) -> _PackResult:
-            return _check_pack(self.repo, *job, read_data=self.read_data)
+        failed = threading.Event()
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            results = pool.map(work, jobs)
-            for count, (job, result) in enumerate(zip(jobs, results, strict=True), 1):
+        def work(job: tuple[str, int, bytes, Listed]) -> _PackResult:
+            if failed.is_set():  # storage is failing: the main thread raises before using this
+                return _PackResult()
+            try:
+                return _check_pack(self.repo, *job, read_data=self.read_data)
+            except StorageError:
+                failed.set()
+                raise
+
+        pool = ThreadPoolExecutor(WORKERS)
+        try:  # map() keeps results in order; at most one pack per worker is in memory
+            results = zip(jobs, pool.map(work, jobs), strict=True)
+            for count, (job, result) in enumerate(results, 1):
                 self._record_pack(job[0], job[2], bool(job[3]), result)
                 if self.read_data:
                     self.say(f"read pack {count}/{len(jobs)}")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _record_pack(self, key: str, pack_id: bytes, indexed: bool, result: _PackResult) -> None:
         if result.problems:
-            issue = self._error(f"pack {key}", "; ".join(result.problems))
-            for blob_id in result.lost:
-                self.lost.setdefault(blob_id, {}).setdefault(pack_id, issue)
+            self._lose(result.lost, pack_id, self._error(f"pack {key}", "; ".join(result.problems)))
         for blob_id, message in result.blob_errors:
-            issue = self._error(f"pack {key}", message)
-            self.lost.setdefault(blob_id, {}).setdefault(pack_id, issue)
+            self._lose([blob_id], pack_id, self._error(f"pack {key}", message))
         if not indexed:
             self.report.notes.append(
                 f"pack {key} is listed in no index: an interrupted backup left it and the next "
@@ -188,6 +196,10 @@ class _Checker:
             self.orphans.update((entry.id, key) for entry in result.entries or ())
         self.report.packs_read += result.read
         self.report.blobs_read += result.blobs_read
+
+    def _lose(self, blob_ids: Iterable[bytes], pack_id: bytes, issue: CheckIssue) -> None:
+        for blob_id in blob_ids:
+            self.lost.setdefault(blob_id, {}).setdefault(pack_id, issue)
 
     def _find_dead_blobs(self) -> None:
         """A blob is lost when every location the index knows for it is bad."""
@@ -240,13 +252,8 @@ class _Checker:
                     self.done[tree_id] = (("", tree_id),)
                     continue
                 pending[tree_id] = nodes = loaded
-                children = [
-                    n.subtree
-                    for n in nodes
-                    if n.subtree is not None
-                    and n.subtree not in self.done
-                    and n.subtree not in pending
-                ]
+                subtrees = dict.fromkeys(n.subtree for n in nodes if n.subtree is not None)
+                children = [t for t in subtrees if t not in pending and t not in self.done]
                 if children:
                     stack.extend(children)
                     continue

@@ -58,9 +58,8 @@ class Scanner:
             if not self.rules.excludes_size(st.st_size):
                 self.files += 1
                 self.size += st.st_size
-        elif stat.S_ISDIR(st.st_mode):
-            if not (self.rules.one_file_system and st.st_dev != root_dev):
-                self._scan_dir(path, rel, root_dev)
+        elif stat.S_ISDIR(st.st_mode) and not self._other_fs(st, root_dev):
+            self._scan_dir(path, rel, root_dev)
 
     def _scan_dir(self, path: bytes, rel: bytes, root_dev: int) -> None:
         stack = [(path, rel)]
@@ -68,10 +67,13 @@ class Scanner:
             directory, directory_rel = stack.pop()
             for entry_path, entry_rel, st in self._entries(directory, directory_rel):
                 if stat.S_ISDIR(st.st_mode):
-                    if not (self.rules.one_file_system and st.st_dev != root_dev):
+                    if not self._other_fs(st, root_dev):
                         stack.append((entry_path, entry_rel))
                 else:
                     self._visit(entry_path, entry_rel, st, root_dev)
+
+    def _other_fs(self, st: os.stat_result, root_dev: int) -> bool:
+        return self.rules.one_file_system and st.st_dev != root_dev
 
     def _entries(self, path: bytes, rel: bytes) -> list[tuple[bytes, bytes, os.stat_result]]:
         try:

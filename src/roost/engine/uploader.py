@@ -71,8 +71,13 @@ class BlobSaver:
     def has(self, blob_id: bytes) -> bool:
         return blob_id in self._seen or self.index.live(blob_id) is not None
 
-    def save(self, blob_type: int, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Queue a blob; return (id, is_new). Raises the first worker error, if any."""
+    def save(
+        self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
+    ) -> tuple[bytes, bool]:
+        """Queue a blob (or encode it in this thread if ``inline``); return (id, is_new).
+
+        Raises the first worker error, if any.
+        """
         self._raise_if_failed()
         if blob_id is None:
             blob_id = self.repo.key.chunk_id(data)
@@ -83,6 +88,9 @@ class BlobSaver:
             self._seen.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.bytes_new_raw += len(data)
+        if inline:
+            self._encode_and_pack(blob_type, blob_id, data)
+            return blob_id, True
         self._slots.acquire()
         future = self._pool.submit(self._encode_and_pack, blob_type, blob_id, data)
         with self._lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from roost.engine.archiver import Archiver
-from roost.engine.check import CheckIssue, CheckReport, check_repository
+from roost.engine.check import WORKERS, CheckIssue, CheckReport, check_repository
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB, TREE_BLOB, pack_key
 from roost.engine.recovery import rebuild_index
@@ -24,6 +24,8 @@ from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import Node
 from roost.engine.uploader import BlobSaver
+from roost.errors import StorageError
+from roost.storage.faulty import FaultyBackend
 from roost.storage.local import LocalBackend
 
 KDF = KdfParams(memory_kib=64, iterations=1, lanes=1)
@@ -34,7 +36,7 @@ AUTH_FAILED = "failed authentication (damaged or tampered)"
 # relative path -> size of random content (text files are generated separately)
 RANDOM_FILES = {
     **{f"small/r{i:02d}.bin": 1000 + i * 900 for i in range(80)},
-    "big/a.bin": 3 * MIB + 12_345,
+    "big/a.bin": 6 * MIB + 12_345,
     "big/b.bin": 2 * MIB + 777,
     "big/nested/deeper/c.bin": 1 * MIB + 300_000,
 }
@@ -117,7 +119,7 @@ class Env:
         return sorted(f"snapshot {self.snap.short_id}: {path}" for path in paths)
 
     def pack_count(self) -> int:
-        return sum(1 for p in (self.root / "data").rglob("*") if p.is_file())
+        return len(pack_names(self))
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,10 @@ def env(pristine: Pristine, tmp_path: Path) -> Env:
     repo = Repository.open(LocalBackend(root), "pw")
     snap = repo.load_snapshot(pristine.snapshot_id)
     return Env(repo, root, pristine.src, snap, tmp_path)
+
+
+def pack_names(env: Env) -> set[str]:
+    return {p.name for p in (env.root / "data").rglob("*") if p.is_file()}
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -378,7 +384,7 @@ def test_damaged_tree_names_its_directory(env: Env, read_data: bool) -> None:
 
 @pytest.mark.parametrize("read_data", [False, True])
 def test_truncated_pack(env: Env, read_data: bool) -> None:
-    target = env.content("big/b.bin")[1]
+    target = env.content("big/b.bin")[-1]
     loc = env.repo.index.find(target)
     assert loc is not None
     key, path = env.pack_file(target)
@@ -406,16 +412,20 @@ def test_truncated_pack(env: Env, read_data: bool) -> None:
 
 
 def test_unindexed_pack_is_a_note_until_the_index_is_rebuilt(env: Env) -> None:
+    before = pack_names(env)
     saver = BlobSaver(env.repo, env.repo.load_index(), workers=1)
     saver.save(DATA_BLOB, os.urandom(PACK_SIZE + 1000))  # fills a pack: uploaded at once
     saver.wait_idle()
     saver.close()  # a crash: no index file for that pack
-    assert env.pack_count() == len(env.repo.index.packs())
+    [orphan] = pack_names(env) - before
+    key = pack_key(bytes.fromhex(orphan))
 
     report = fresh_check(env)
     assert report.ok and report.errors == []
-    [note] = report.notes
-    assert note.startswith("pack data/") and "is listed in no index" in note
+    assert report.notes == [
+        f"pack {key} is listed in no index: an interrupted backup left it and the next backup "
+        "adopts it (or run `roost repair index`)"
+    ]
 
     failures: list[str] = []
     rebuild_index(env.repo, lambda key, exc: failures.append(key))
@@ -424,6 +434,37 @@ def test_unindexed_pack_is_a_note_until_the_index_is_rebuilt(env: Env) -> None:
         report = fresh_check(env, read_data=read_data)
         assert report.ok and report.errors == [] and report.notes == []
     assert report.packs_read == env.pack_count()
+
+
+def test_shared_trees_are_loaded_once_and_damage_is_named_in_every_snapshot(env: Env) -> None:
+    snaps = [env.snap] + [Archiver(env.repo).run([str(env.src)])[0] for _ in range(2)]
+    per_snapshot = [{t for t, _ in env.repo.walk_trees(s.tree)} for s in snaps]
+    trees = set().union(*per_snapshot)
+    assert len(trees) < sum(map(len, per_snapshot))  # some trees are shared
+    target = env.content("big/nested/deeper/c.bin")[0]
+    loc = env.repo.index.find(target)
+    assert loc is not None
+    key, path = env.pack_file(target)
+    flip_byte(path, loc.offset + 100)
+
+    report = fresh_check(env, read_data=True)
+    assert (report.snapshots, report.trees) == (3, len(trees))
+    assert objects(report) == [f"pack {key}", f"pack {key}"]
+    c_bin = env.src / "big/nested/deeper/c.bin"
+    assert report.errors[1].affected_files == sorted(
+        f"snapshot {s.short_id}: {c_bin}" for s in snaps
+    )
+
+
+@pytest.mark.parametrize(("read_data", "method"), [(False, "get_range"), (True, "get")])
+def test_unreachable_storage_raises(env: Env, read_data: bool, method: str) -> None:
+    faulty = FaultyBackend(LocalBackend(env.root))
+    repo = Repository.open(faulty, "pw")
+    faulty.fail_after(method, 5)
+    with pytest.raises(StorageError, match="injected crash"):
+        check_repository(repo, read_data=read_data)
+    # each worker fails once at most, then the remaining packs are skipped
+    assert faulty.calls[method] <= 5 + WORKERS < env.pack_count()
 
 
 def test_damaged_config(env: Env) -> None:

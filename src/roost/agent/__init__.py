@@ -1,0 +1,1 @@
+"""The agent on a file server: receives jobs, snapshots the sources, runs the engine, reports."""

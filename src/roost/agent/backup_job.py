@@ -1,0 +1,246 @@
+"""A backup job, step by step (DESIGN.md §1):
+
+1. fetch the repository key (memory only) and report ``running``;
+2. snapshot the sources (VSS, btrfs or LVM, else a live scan; the provider says which and
+   why in the job log);
+3. count what the backup will consider, with the backup's own exclude rules, and report the
+   ``estimate`` (files, bytes, and seconds from the throughput history) before any data moves;
+4. archive: the parent snapshot lets unchanged files be reused, last job's missed files are
+   read again (``force_read``), ``progress`` goes out about every second, and a ``cancel`` in
+   any answer stops the archiver from inside its progress callback;
+5. release the snapshot, always, then report the final state with the snapshot id, the
+   summary and every missed file (``succeeded_with_errors`` when there are any).
+
+ENGINE GAP (snapshot paths): the archiver records the paths it reads, so a backup read from
+inside a snapshot would be stored under the snapshot's paths, and neither restore nor the next
+incremental backup would line up with the set's real paths. Until ``BackupOptions`` has a
+``path_map`` (read path -> recorded path), a snapshot whose read paths differ from the sources
+is released at once and the job reads live, saying so in the job log. The agent detects the
+option and uses it as soon as the engine has it (``ENGINE_HAS_PATH_MAP``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, fields
+from types import TracebackType
+
+from roost.agent.context import JobContext, open_repository
+from roost.agent.paths import PathMap, from_wire, to_wire
+from roost.agent.platform import Platform, has_parent_reference
+from roost.agent.progress import BackupEvents, Meter
+from roost.agent.reporting import JobReporter, describe_error
+from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
+from roost.agent.snapshots.base import live_snapshot
+from roost.agent.throughput import history_keys
+from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
+from roost.engine.filters import ExcludeRules
+from roost.engine.progress import BackupProgress
+from roost.engine.repository import Repository
+from roost.engine.scanner import Scanner
+from roost.engine.snapshot import Snapshot
+from roost.errors import RoostError, UsageError
+from roost.protocol.agent_api import Estimate, JobAssignment, JobEvent, JobResult, MissedFile
+
+ENGINE_HAS_PATH_MAP = "path_map" in {f.name for f in fields(BackupOptions)}
+MAX_REASON = 500
+
+
+def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> JobEvent:
+    sources = backup_sources(ctx.platform, job.paths)
+    repo = open_repository(ctx, job.bandwidth_limit)
+    reporter.send(JobEvent(state="running"))
+    reporter.raise_if_cancelled()
+    with SnapshotScope(ctx, job, sources, reporter) as scope:
+        return _archive(ctx, job, reporter, repo, scope)
+
+
+def backup_sources(platform: Platform, paths: list[str]) -> list[str]:
+    """The set's paths as the filesystem spells them; refuses relative and ``..`` paths."""
+    if not paths:
+        raise UsageError("the backup set has no paths to back up")
+    sources: list[str] = []
+    for path in paths:
+        local = os.fsdecode(from_wire(path))
+        if not platform.is_absolute(local) or has_parent_reference(local):
+            raise UsageError(f"backup path {path!r} must be absolute and contain no '..'")
+        sources.append(platform.normalise(local))
+    return list(dict.fromkeys(sources))
+
+
+class SnapshotScope:
+    """Takes the job's snapshot on entry and always releases it on exit, logging both."""
+
+    def __init__(
+        self, ctx: JobContext, job: JobAssignment, sources: list[str], reporter: JobReporter
+    ) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.sources = sources
+        self.reporter = reporter
+        self.sep = b"\\" if ctx.platform.windows else b"/"
+        self.snap: PreparedSnapshot | None = None
+
+    def __enter__(self) -> SnapshotScope:
+        snap = prepare_snapshot(
+            self.ctx.providers, self.sources, self.job.id, self.job.snapshot_mode
+        )
+        self.snap = snap
+        self._log(snap.log)
+        if not self.paths.identity and not ENGINE_HAS_PATH_MAP:
+            self.reporter.log(
+                f"{snap.provider} snapshot not used: this engine would record the snapshot's "
+                "paths instead of the backup set's (it lacks BackupOptions.path_map); "
+                "falling back to a live scan",
+                "warning",
+            )
+            self._release()
+            self.snap = live_snapshot(self.sources)
+        return self
+
+    @property
+    def provider(self) -> str:
+        return self.snap.provider if self.snap else "live"
+
+    @property
+    def paths(self) -> PathMap:
+        read_paths = self.snap.read_paths if self.snap else {p: p for p in self.sources}
+        return PathMap.from_read_paths(read_paths, self.sep)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self.snap is not None:
+            self._log(release_snapshot(self.ctx.providers, self.snap))
+
+    def _log(self, lines: list[str]) -> None:
+        for line in lines:
+            self.reporter.log(line)
+
+
+def _archive(
+    ctx: JobContext,
+    job: JobAssignment,
+    reporter: JobReporter,
+    repo: Repository,
+    scope: SnapshotScope,
+) -> JobEvent:
+    mapping = scope.paths
+    rules = ExcludeRules.build(job.excludes)
+    read_paths = normalise_sources(mapping.read_paths())
+    files, size = count_files(read_paths, rules, reporter)
+    keys = history_keys(job.set_id, job.level)
+    seconds = ctx.history.estimate_seconds(size, keys)
+    reporter.send(JobEvent(estimate=Estimate(files=files, bytes=size, seconds=seconds)))
+    reporter.raise_if_cancelled()
+    options = backup_options(repo, job, rules, mapping, ctx.platform.hostname, reporter)
+    meter = Meter(reporter, total_bytes=size, clock=ctx.clock, interval=ctx.progress_interval)
+    archiver = Archiver(repo, options, BackupEvents(meter), workers=ctx.archiver_workers)
+    started = ctx.clock()
+    snapshot, summary = archiver.run(read_paths)
+    elapsed = ctx.clock() - started
+    meter.flush(check_cancel=False)  # the snapshot is saved: too late to cancel
+    ctx.history.record(summary.bytes_total, elapsed, keys)
+    return final_event(snapshot, summary, mapping, elapsed, scope.provider, reporter)
+
+
+def count_files(
+    read_paths: list[bytes], rules: ExcludeRules, reporter: JobReporter
+) -> tuple[int, int]:
+    """Files and bytes the backup will consider, counted by the engine's own scanner."""
+    totals = _Totals()
+    scanner = Scanner(read_paths, rules, totals).start()
+    try:
+        while not totals.done.wait(0.2):
+            reporter.raise_if_cancelled()
+    finally:
+        scanner.stop()
+    return totals.files, totals.size
+
+
+class _Totals(BackupProgress):
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.files = 0
+        self.size = 0
+
+    def scan_finished(self, files: int, size: int) -> None:
+        self.files, self.size = files, size
+        self.done.set()
+
+
+def backup_options(
+    repo: Repository,
+    job: JobAssignment,
+    rules: ExcludeRules,
+    mapping: PathMap,
+    hostname: str,
+    reporter: JobReporter,
+) -> BackupOptions:
+    force_read = (mapping.to_read(from_wire(path)) for path in job.force_read)
+    options = BackupOptions(
+        rules=rules,
+        parent=load_parent(repo, job.parent_snapshot, reporter),
+        force_read=frozenset(path for path in force_read if path is not None),
+        tags=list(job.tags),
+        hostname=hostname,
+    )
+    if not mapping.identity:
+        # Only reached once the engine has the option (see ENGINE GAP above).
+        setattr(options, "path_map", mapping.read_to_source())  # noqa: B010
+    return options
+
+
+def load_parent(
+    repo: Repository, snapshot_id: str | None, reporter: JobReporter
+) -> Snapshot | None:
+    if not snapshot_id:
+        return None
+    try:
+        return repo.load_snapshot(snapshot_id)
+    except RoostError as exc:
+        reporter.log(
+            f"parent snapshot {snapshot_id[:8]} cannot be used ({describe_error(exc)}); "
+            "every file is read as in a full backup",
+            "warning",
+        )
+        return None
+
+
+def final_event(
+    snapshot: Snapshot,
+    summary: BackupSummary,
+    mapping: PathMap,
+    elapsed: float,
+    provider: str,
+    reporter: JobReporter,
+) -> JobEvent:
+    missed = [
+        MissedFile(
+            path=to_wire(mapping.to_source(os.fsencode(item["path"]))),
+            reason=item["reason"][:MAX_REASON],
+        )
+        for item in snapshot.missed
+    ]
+    if missed:
+        reporter.log(
+            f"{len(missed)} files could not be read; the next backup reads them again", "warning"
+        )
+    reporter.log(f"snapshot {snapshot.short_id} saved")
+    details: dict[str, object] = {
+        **asdict(summary),
+        "duration_seconds": round(elapsed, 3),
+        "snapshot_provider": provider,
+    }
+    return JobEvent(
+        state="succeeded_with_errors" if missed else "succeeded",
+        missed=missed,
+        result=JobResult(snapshot_id=snapshot.id, summary=details),
+    )

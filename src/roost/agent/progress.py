@@ -1,0 +1,98 @@
+"""Engine progress callbacks that become ``progress`` events, at most one per interval.
+
+The callbacks are also the job's cancellation points: the archiver and the restorer call them
+for every file and every chunk, so raising :class:`JobCancelled` from one stops the work within
+a chunk. (Restore callbacks run in the restorer's worker threads, hence the lock.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from roost.agent.paths import to_wire
+from roost.agent.reporting import JobReporter
+from roost.engine.progress import BackupProgress, RestoreProgress
+from roost.protocol.agent_api import JobEvent, Progress
+
+DEFAULT_INTERVAL = 1.0
+
+
+class Meter:
+    """Counts files and bytes and turns them into throttled progress events."""
+
+    def __init__(
+        self,
+        reporter: JobReporter,
+        *,
+        total_bytes: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self.reporter = reporter
+        self.total_bytes = total_bytes
+        self.files = 0
+        self.bytes = 0
+        self._clock = clock
+        self._interval = interval
+        self._started = clock()
+        self._last_sent = self._started
+        self._lock = threading.Lock()
+
+    def add(self, files: int = 0, size: int = 0) -> None:
+        with self._lock:
+            self.files += files
+            self.bytes += size
+            due = self._clock() - self._last_sent >= self._interval
+        self.reporter.raise_if_cancelled()
+        if due:
+            self.flush()
+
+    def flush(self, *, check_cancel: bool = True) -> None:
+        """Send the current numbers now; raise JobCancelled if the answer says so."""
+        with self._lock:
+            self._last_sent = self._clock()
+            current = self.current()
+        self.reporter.send(JobEvent(progress=current))
+        if check_cancel:
+            self.reporter.raise_if_cancelled()
+
+    def current(self) -> Progress:
+        elapsed = self._clock() - self._started
+        rate = self.bytes / elapsed if elapsed > 0 else 0.0
+        eta = None
+        if self.total_bytes is not None and rate > 0:
+            eta = max(0.0, (self.total_bytes - self.bytes) / rate)
+        return Progress(files_done=self.files, bytes_done=self.bytes, rate=rate, eta_seconds=eta)
+
+
+class BackupEvents(BackupProgress):
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def bytes_done(self, count: int) -> None:
+        self.meter.add(size=count)
+
+    def file_done(self, path: bytes, state: str) -> None:
+        self.meter.add(files=1)
+
+    def missed(self, path: bytes, reason: str) -> None:
+        # Not logged one by one: the final event lists every missed file with its reason.
+        self.meter.add()
+
+
+class RestoreEvents(RestoreProgress):
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self.warnings = 0
+
+    def bytes_done(self, count: int) -> None:
+        self.meter.add(size=count)
+
+    def file_done(self, path: bytes) -> None:
+        self.meter.add(files=1)
+
+    def warning(self, path: bytes, message: str) -> None:
+        self.warnings += 1
+        self.meter.reporter.log(f"{to_wire(path)}: {message}", "warning")

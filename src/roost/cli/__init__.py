@@ -1,0 +1,1 @@
+"""The ``roost`` command line: thin parsing, prompting and output over the engine."""

@@ -1,0 +1,212 @@
+"""The data commands: backup and restore, with progress bars and summaries."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from roost.cli import output
+from roost.cli.context import JsonOption, session
+from roost.cli.progress import BackupBar, RestoreBar, progress_bar
+from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
+from roost.engine.filters import ExcludeRules
+from roost.engine.parents import find_parent
+from roost.engine.progress import BackupProgress, RestoreProgress
+from roost.engine.repository import Repository
+from roost.engine.restorer import CONFLICT_POLICIES, Restorer, RestoreSummary
+from roost.engine.scanner import Scanner
+from roost.engine.snapshot import Snapshot
+from roost.engine.stats import selection_totals
+from roost.errors import RoostError
+
+EXIT_MISSED_FILES = 3
+TESTING_KNOBS = (
+    "Testing knob (environment, hidden option): ROOST_CHECKPOINT_SECONDS=SECONDS sets how "
+    "often the backup writes an index checkpoint (default 30)."
+)
+
+
+class CompletedWithErrors(RoostError):
+    """The backup completed, but some files could not be read."""
+
+    exit_code = EXIT_MISSED_FILES
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=TESTING_KNOBS)(backup)
+    app.command()(restore)
+
+
+def backup(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="What to back up.")],
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", "-e", metavar="PATTERN", help="Skip matches (gitignore)."),
+    ] = None,
+    exclude_file: Annotated[
+        list[Path] | None,
+        typer.Option(metavar="FILE", help="Read exclude patterns from FILE, one per line."),
+    ] = None,
+    exclude_larger_than: Annotated[
+        str | None, typer.Option(metavar="SIZE", help="Skip files larger than SIZE (e.g. 2G).")
+    ] = None,
+    one_file_system: Annotated[
+        bool, typer.Option("--one-file-system", "-x", help="Do not cross file systems.")
+    ] = False,
+    tag: Annotated[list[str] | None, typer.Option(metavar="TAG", help="Tag the snapshot.")] = (
+        None
+    ),
+    host: Annotated[str | None, typer.Option(metavar="NAME", help="Hostname to record.")] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID",
+            help="Reuse unchanged files of this snapshot (default: "
+            "the latest one of this host with the same paths).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(envvar="ROOST_CHECKPOINT_SECONDS", min=0.0, hidden=True)
+    ] = 30.0,
+) -> None:
+    """Back up files and directories into a new snapshot."""
+    rules = ExcludeRules.build(
+        exclude or [], exclude_file or [], exclude_larger_than, one_file_system
+    )
+    sources = normalise_sources(paths)
+    cli = session(ctx, json_output)
+    repo = cli.open()
+    hostname = host or socket.gethostname()
+    options = BackupOptions(
+        rules=rules,
+        parent=_parent(repo, parent, hostname, sources),
+        tags=tag or [],
+        hostname=hostname,
+    )
+    started = time.monotonic()
+    with progress_bar(not cli.json) as bar:
+        progress = BackupBar(bar) if bar else BackupProgress()
+        with Scanner(sources, rules, progress) if bar else nullcontext():
+            archiver = Archiver(repo, options, progress, checkpoint_seconds=checkpoint_seconds)
+            snap, summary = archiver.run(sources)
+    report = backup_json(snap, summary, time.monotonic() - started)
+    if cli.json:
+        output.print_json(report)
+    else:
+        _print_backup(snap, summary, report["duration_seconds"])
+    if summary.files_missed:
+        raise CompletedWithErrors(
+            f"completed with errors: {summary.files_missed} files could not be read"
+        )
+
+
+def _parent(
+    repo: Repository, ref: str | None, hostname: str, sources: list[bytes]
+) -> Snapshot | None:
+    if ref:
+        return repo.find_snapshot(ref)
+    return find_parent(repo, hostname, [os.fsdecode(path) for path in sources])
+
+
+def backup_json(snap: Snapshot, summary: BackupSummary, duration: float) -> dict[str, Any]:
+    return {
+        "snapshot_id": snap.id,
+        "short_id": snap.short_id,
+        "parent": snap.parent,
+        "paths": snap.paths,
+        **asdict(summary),
+        "missed": snap.missed,
+        "duration_seconds": round(duration, 3),
+    }
+
+
+def _print_backup(snap: Snapshot, summary: BackupSummary, duration: float) -> None:
+    for miss in snap.missed:
+        output.warn(f"could not read {output.show_path(miss['path'])}: {miss['reason']}")
+    parent = f" (parent {snap.parent[:8]})" if snap.parent else ""
+    output.say(f"snapshot {snap.short_id} saved{parent}", "bold green")
+    output.say(
+        f"files: {summary.files_new} new, {summary.files_changed} changed, "
+        f"{summary.files_unchanged} unchanged, {summary.files_missed} missed"
+    )
+    output.say(
+        f"read {output.format_size(summary.bytes_read)} of "
+        f"{output.format_size(summary.bytes_total)}, stored "
+        f"{output.format_size(summary.bytes_stored)} in {output.format_duration(duration)}"
+    )
+
+
+def restore(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id prefix, or 'latest'.")],
+    target: Annotated[
+        Path, typer.Option("--target", "-t", metavar="DIR", help="Directory to restore into.")
+    ],
+    include: Annotated[
+        list[str] | None,
+        typer.Option(metavar="PATH", help="Restore only this path of the snapshot (repeatable)."),
+    ] = None,
+    conflict: Annotated[
+        str,
+        typer.Option(
+            metavar="|".join(CONFLICT_POLICIES),
+            help="What to do with a file that already exists in the target.",
+        ),
+    ] = "overwrite",
+    json_output: JsonOption = False,
+) -> None:
+    """Restore a snapshot (or some of its paths) into a directory."""
+    cli = session(ctx, json_output)
+    repo = cli.open()
+    snap = repo.find_snapshot(snapshot)
+    includes = include or []
+    started = time.monotonic()
+    with progress_bar(not cli.json) as bar:
+        progress = RestoreBar(bar) if bar else RestoreProgress()
+        restorer = Restorer(
+            repo, snap, os.fsencode(target), includes=includes, conflict=conflict, progress=progress
+        )
+        if bar:
+            progress.restore_started(*selection_totals(repo, snap, includes))
+        summary = restorer.run()
+    duration = time.monotonic() - started
+    if cli.json:
+        output.print_json(restore_json(snap, target, summary, duration))
+    else:
+        _print_restore(snap, target, summary, duration)
+
+
+def restore_json(
+    snap: Snapshot, target: Path, summary: RestoreSummary, duration: float
+) -> dict[str, Any]:
+    return {
+        "snapshot_id": snap.id,
+        "target": str(target.absolute()),
+        **asdict(summary),
+        "duration_seconds": round(duration, 3),
+    }
+
+
+def _print_restore(snap: Snapshot, target: Path, summary: RestoreSummary, duration: float) -> None:
+    for warning in summary.warnings:
+        output.warn(output.show_path(warning))
+    output.say(
+        f"restored snapshot {snap.short_id} to {output.show_path(str(target.absolute()))}: "
+        f"{summary.files} files, {summary.dirs} directories, {summary.other} other, "
+        f"{output.format_size(summary.bytes_written)} in {output.format_duration(duration)}",
+        "bold green",
+    )
+    if summary.skipped or summary.renamed:
+        output.say(
+            f"{summary.skipped} existing entries skipped, {summary.renamed} restored under a "
+            "new name"
+        )

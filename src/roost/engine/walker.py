@@ -1,0 +1,268 @@
+"""The archiver's walk: directories in order, files read in parallel, trees saved post-order.
+
+The walking thread lists directories and stats entries; files that need reading go to a small
+pool of reader threads (reads, BLAKE3 and zstd release the GIL, so several files proceed at
+once). A directory's tree can only be encoded when all its children are known, so finished
+directories wait in a FIFO in post-order (children before parents) and are encoded as soon as
+their children's reads complete, without stopping the walk. Bounded: at most
+``readers * 16`` files are queued for reading.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from roost.engine import fsmeta
+from roost.engine.chunker import Chunker
+from roost.engine.filereader import CHANGED, FileReader, describe_os_error
+from roost.engine.filters import ExcludeRules
+from roost.engine.pack import TREE_BLOB
+from roost.engine.progress import BackupProgress
+from roost.engine.repository import Repository
+from roost.engine.tree import DIR, FILE, Node, encode_tree
+from roost.engine.uploader import BlobSaver
+from roost.errors import RoostError
+
+
+@dataclass
+class _Linked:
+    """A later name of a hardlinked inode: takes the content of the first name once known."""
+
+    node: Node
+    first: Node | Future[Node | None]
+    path: bytes
+
+
+Child = Node | Future[Node | None] | _Linked
+
+
+@dataclass
+class _DirTask:
+    node: Node
+    children: list[Child] = field(default_factory=list)
+
+
+class Walker:
+    def __init__(
+        self,
+        repo: Repository,
+        saver: BlobSaver,
+        settings: WalkSettings,
+        progress: BackupProgress,
+        counters: Counters,
+        readers: int,
+    ) -> None:
+        self.repo = repo
+        self.saver = saver
+        self.options = settings
+        self.progress = progress
+        self.counters = counters
+        cfg = repo.config
+        chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max, repo.key.master.chunker_seed)
+        self.reader = FileReader(saver, chunker, self._bytes_read)
+        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="roost-reader")
+        self._slots = threading.BoundedSemaphore(readers * 16)
+        self._pending: deque[_DirTask] = deque()
+        self._hardlinks: dict[tuple[int, int], Node | Future[Node | None]] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- parent lookup ------------------------------------------------------------------
+
+    def parent_children(self, subtree: bytes | None) -> dict[bytes, Node]:
+        if subtree is None:
+            return {}
+        try:
+            return {node.name: node for node in self.repo.load_tree(subtree)}
+        except RoostError:
+            return {}  # an unreadable parent tree only costs re-reading
+
+    # -- directories --------------------------------------------------------------------
+
+    def save_dir(
+        self, path: bytes, rel: bytes, node: Node, root_dev: int, parent: Node | None
+    ) -> Node:
+        self.counters.add(dirs=1)
+        task = _DirTask(node)
+        if not (self.options.rules.one_file_system and node.device != root_dev):
+            old = self.parent_children(parent.subtree if parent and parent.type == DIR else None)
+            self._save_entries(path, rel, root_dev, old, task)
+        self._pending.append(task)
+        self.drain(block=False)
+        return node
+
+    def _save_entries(
+        self, path: bytes, rel: bytes, root_dev: int, old: dict[bytes, Node], task: _DirTask
+    ) -> None:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as exc:
+            self.counters.miss(
+                path, f"cannot list directory: {describe_os_error(exc)}", self.progress
+            )
+            return
+        for name in names:
+            child_rel = rel + b"/" + name if rel else name
+            child = self.save_entry(
+                os.path.join(path, name), child_rel, name, root_dev, old.get(name)
+            )
+            if child is not None:
+                task.children.append(child)
+
+    def save_entry(
+        self, path: bytes, rel: bytes, name: bytes, root_dev: int, parent: Node | None
+    ) -> Child | None:
+        try:
+            st = os.lstat(path)
+            if self._excluded(rel, st):
+                return None
+            node = fsmeta.node_from_stat(name, st, path, read_xattrs=self.options.read_xattrs)
+        except OSError as exc:
+            self.counters.miss(path, describe_os_error(exc), self.progress)
+            return None
+        except RoostError as exc:
+            self.counters.miss(path, str(exc), self.progress)
+            return None
+        if node.type == DIR:
+            return self.save_dir(path, rel, node, root_dev, parent)
+        if node.type == FILE:
+            return self.save_file(path, node, parent)
+        self.counters.add(other=1)
+        return node
+
+    def _excluded(self, rel: bytes, st: os.stat_result) -> bool:
+        rules = self.options.rules
+        if rules.excludes_path(rel, stat.S_ISDIR(st.st_mode)):
+            return True
+        return stat.S_ISREG(st.st_mode) and rules.excludes_size(st.st_size)
+
+    # -- files --------------------------------------------------------------------------
+
+    def save_file(self, path: bytes, node: Node, parent: Node | None) -> Child:
+        self.counters.add(bytes_total=node.size)
+        key = (node.device, node.inode)
+        if node.nlink > 1 and key in self._hardlinks:
+            return _Linked(node, self._hardlinks[key], path)
+        if (
+            parent is not None
+            and node.same_file_as(parent)
+            and (path not in self.options.force_read)
+        ):
+            node.content, node.extents = list(parent.content), parent.extents
+            self._unchanged(path, node)
+            child: Node | Future[Node | None] = node
+        else:
+            child = self._submit_read(path, node, "new" if parent is None else "changed")
+        if node.nlink > 1:
+            self._hardlinks[key] = child
+        return child
+
+    def _unchanged(self, path: bytes, node: Node) -> None:
+        self.counters.add(files_unchanged=1)
+        self.progress.bytes_done(node.size)
+        self.progress.file_done(path, "unchanged")
+
+    def _submit_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
+        self._slots.acquire()
+        future = self._pool.submit(self._read, path, node, state)
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def _read(self, path: bytes, node: Node, state: str) -> Node | None:
+        self.progress.file_started(path, node.size)
+        stored, problem = self.reader.read(path, node)
+        if problem is not None:
+            self.counters.miss(path, problem, self.progress)
+        if not stored:
+            return None
+        self.counters.add(files_new=1) if state == "new" else self.counters.add(files_changed=1)
+        self.progress.file_done(path, state)
+        return node
+
+    def _bytes_read(self, count: int) -> None:
+        self.counters.add(bytes_read=count)
+        self.progress.bytes_done(count)
+
+    def save_entry_blocking(
+        self,
+        path: bytes,
+        name: bytes,
+        root_dev: int,
+        parent: Node | None,
+        into: list[Child],
+    ) -> None:
+        """Save one source root entry (a file or a whole directory) into ``into``."""
+        child = self.save_entry(path, b"", name, root_dev, parent)
+        if child is not None:
+            into.append(child)
+
+    def resolve_all(self, children: list[Child]) -> list[Node]:
+        return [n for n in (self._resolve(child) for child in children) if n is not None]
+
+    # -- post-order tree encoding -------------------------------------------------------
+
+    def drain(self, block: bool) -> None:
+        """Encode finished directories, oldest first (children always precede parents)."""
+        while self._pending and (block or _ready(self._pending[0])):
+            self._encode(self._pending.popleft())
+
+    def _encode(self, task: _DirTask) -> None:
+        nodes = self.resolve_all(task.children)
+        task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
+
+    def _resolve(self, child: Child) -> Node | None:
+        if isinstance(child, Node):
+            return child
+        if isinstance(child, _Linked):
+            first = child.first if isinstance(child.first, Node) else child.first.result()
+            if first is None:  # the first name could not be read; try this one
+                return self._read(child.path, child.node, "new")
+            child.node.content, child.node.extents = list(first.content), first.extents
+            self._unchanged(child.path, child.node)
+            return child.node
+        return child.result()
+
+
+def _ready(task: _DirTask) -> bool:
+    for child in task.children:
+        pending = child.first if isinstance(child, _Linked) else child
+        if isinstance(pending, Future) and not pending.done():
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    rules: ExcludeRules
+    read_xattrs: bool
+    force_read: frozenset[bytes]
+
+
+class Counters:
+    """Thread-safe tallies shared by the walker and the reader threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: dict[str, int] = {}
+        self.missed: list[dict[str, str]] = []
+
+    def add(self, **amounts: int) -> None:
+        with self._lock:
+            for key, amount in amounts.items():
+                self.values[key] = self.values.get(key, 0) + amount
+
+    def miss(self, path: bytes, reason: str, progress: BackupProgress) -> None:
+        with self._lock:
+            self.values["files_missed"] = self.values.get("files_missed", 0) + 1
+            self.missed.append({"path": os.fsdecode(path), "reason": reason})
+        progress.missed(path, reason)
+
+
+__all__ = ["CHANGED", "Child", "Counters", "WalkSettings", "Walker"]

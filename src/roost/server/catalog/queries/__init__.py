@@ -1,0 +1,1 @@
+"""Every SQL statement of the server, grouped by what it is about. Nothing here commits."""
