@@ -18,6 +18,7 @@ anything else (``recover_pending``), so the cached dataset stays pristine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -93,10 +94,10 @@ class TextGenerator:
             "".join(rng.choices(letters, weights=weights, k=min(12, int(rng.expovariate(0.2)) + 1)))
             for _ in range(8000)
         ]
-        zipf = [1 / (rank + 1) for rank in range(len(words))]
+        zipf = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(words))))
         self._phrases: list[bytes] = []
         for _ in range(65536):
-            phrase = " ".join(rng.choices(words, weights=zipf, k=rng.randint(1, 4)))
+            phrase = " ".join(rng.choices(words, cum_weights=zipf, k=rng.randint(1, 4)))
             end = rng.random()
             tail = ".\n" if end < 0.08 else ", " if end < 0.15 else " "
             self._phrases.append((phrase + tail).encode())
@@ -248,8 +249,10 @@ def prepare(name: str, cache: Path, log: Callable[[str], None]) -> Dataset:
         "built_seconds": round(time.monotonic() - started, 1),
     }
     manifest.write_text(json.dumps(meta, indent=2) + "\n")
-    log(f"dataset {name}: {len(entries):,} files, {total / 1e9:.2f} GB, built in "
-        f"{meta['built_seconds']} s")
+    log(
+        f"dataset {name}: {len(entries):,} files, {total / 1e9:.2f} GB, built in "
+        f"{meta['built_seconds']} s"
+    )
     return Dataset(name, root, description, len(entries), total)
 
 
@@ -257,9 +260,13 @@ def prepare(name: str, cache: Path, log: Callable[[str], None]) -> Dataset:
 
 
 def choose_changed(entries: list[FileEntry], dataset: str) -> list[FileEntry]:
-    """1 % of the files (at least one), the same ones in every run and for every tool."""
+    """1 % of the files (at least one), the same ones in every run and for every tool.
+
+    Drawn among non-empty files, so a change never alters a file's size.
+    """
     count = max(1, round(len(entries) * CHANGE_FRACTION))
-    chosen = random.Random(f"change-{dataset}").sample(entries, count)
+    candidates = [entry for entry in entries if entry.size > 0]
+    chosen = random.Random(f"change-{dataset}").sample(candidates, count)
     return sorted(chosen, key=lambda item: item.rel)
 
 
@@ -273,9 +280,6 @@ def _write_modified(original: Path, target: Path) -> None:
     shutil.copymode(original, target)
     size = target.stat().st_size
     with open(target, "r+b") as out:
-        if size == 0:
-            out.write(b"changed by roost-bench\n")
-            return
         offset = max(0, size // 2 - CHANGE_BYTES // 2)
         out.seek(offset)
         piece = out.read(CHANGE_BYTES)

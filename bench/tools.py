@@ -67,13 +67,14 @@ def restored_root(paths: Paths, source: Path) -> Path:
 
 def _version_of(argv: list[str]) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
-    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else (
-        f"unknown (exit {done.returncode})"
-    )
+    if done.returncode != 0:
+        return f"unknown (exit {done.returncode})"
+    return (done.stdout or done.stderr).strip().splitlines()[0]
 
 
 @dataclass
@@ -190,15 +191,20 @@ def base_environment(home: Path) -> dict[str, str]:
     return env
 
 
-def ensure_installed(tools: list[Tool], need_kernel_source: bool, kernel_tarball: Path,
-                     kernel_package: str) -> None:
+def ensure_installed(
+    tools: list[Tool], need_kernel_source: bool, kernel_tarball: Path, kernel_package: str
+) -> None:
     """Install the missing tools (and the kernel source) with apt-get, as root, without asking."""
-    missing = [APT_PACKAGES[tool.name] for tool in tools
-               if tool.executable() is None and tool.name in APT_PACKAGES]
+    missing = [
+        APT_PACKAGES[tool.name]
+        for tool in tools
+        if tool.executable() is None and tool.name in APT_PACKAGES
+    ]
     if need_kernel_source and not kernel_tarball.exists():
         missing.append(kernel_package)
-    unknown = [tool.name for tool in tools
-               if tool.executable() is None and tool.name not in APT_PACKAGES]
+    unknown = [
+        tool.name for tool in tools if tool.executable() is None and tool.name not in APT_PACKAGES
+    ]
     if unknown:
         raise SystemExit(f"not installed: {', '.join(unknown)} (for roost: make venv)")
     if not missing:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,3 +112,41 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def run_on_terminal(
+    args: list[str], env: dict[str, str], script: list[tuple[bytes, bytes]], timeout: float = 30
+) -> tuple[int, bytes]:
+    """Run roost with a pseudo-terminal as its controlling terminal, like a user at a shell.
+
+    ``script`` is a list of (text to wait for, keys to type); b"\\x03" is Ctrl-C. Returns the
+    exit code and everything the terminal showed.
+    """
+    assert ROOST is not None
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: SIGINT as in an interactive shell, even if our parent ignores it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.execve(ROOST, [ROOST, *args], env)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        for wait_for, keys in script:
+            while wait_for not in shown:
+                shown += _read_some(fd, deadline)
+            os.write(fd, keys)
+        while chunk := _read_some(fd, deadline):
+            shown += chunk
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown
+
+
+def _read_some(fd: int, deadline: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+    if not ready:
+        raise TimeoutError("the terminal showed nothing more before the deadline")
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the child closed the terminal
+        return b""

@@ -7,6 +7,7 @@ HTTP and network failures are translated here, once: a transport failure becomes
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import httpx
@@ -26,6 +27,7 @@ from roost.protocol.agent_api import (
 M = TypeVar("M", bound=BaseModel)
 
 POLL_GRACE = 15.0  # seconds the HTTP read timeout exceeds the long-poll wait
+_ERRNO = re.compile(r"\[Errno -?\d+\] ")  # OSError's prefix: noise in a one-line message
 
 
 class ServerApi:
@@ -37,21 +39,21 @@ class ServerApi:
         return str(self.client.base_url).rstrip("/")
 
     def enroll(self, request: EnrollRequest) -> EnrollResponse:
-        response = self._call("POST", "/enroll", "enrollment", json=_dump(request))
+        response = self._call("POST", "/enroll", "the enrollment", json=_dump(request))
         return _parse(EnrollResponse, response)
 
     def poll(self, request: PollRequest) -> PollResponse:
         timeout = httpx.Timeout(request.wait_seconds + POLL_GRACE, connect=15.0)
-        response = self._call("POST", "/poll", "poll", json=_dump(request), timeout=timeout)
+        response = self._call("POST", "/poll", "the poll", json=_dump(request), timeout=timeout)
         return _parse(PollResponse, response)
 
     def repository(self) -> RepositoryKeyResponse:
-        response = self._call("GET", "/repository", "fetching the repository key")
+        response = self._call("GET", "/repository", "the repository key request")
         return _parse(RepositoryKeyResponse, response)
 
     def send_event(self, job_id: str, event: JobEvent) -> JobEventResponse:
         response = self._call(
-            "POST", f"/jobs/{job_id}/events", f"event for job {job_id}", json=_dump(event)
+            "POST", f"/jobs/{job_id}/events", f"the event for job {job_id}", json=_dump(event)
         )
         return _parse(JobEventResponse, response)
 
@@ -106,7 +108,7 @@ def _validation_message(item: object) -> str:
 def describe_transport_error(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
-    text = str(exc) or type(exc).__name__
+    text = _ERRNO.sub("", str(exc)) or type(exc).__name__
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (
             "the server presented a certificate other than the pinned one (TLS verification "

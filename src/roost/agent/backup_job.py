@@ -30,7 +30,7 @@ from roost.agent.context import JobContext, open_repository
 from roost.agent.paths import PathMap, from_wire, to_wire
 from roost.agent.platform import Platform, has_parent_reference
 from roost.agent.progress import BackupEvents, Meter
-from roost.agent.reporting import JobReporter, describe_error
+from roost.agent.reporting import JobReporter, Outcome, describe_error
 from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
 from roost.agent.snapshots.base import live_snapshot
 from roost.agent.throughput import history_keys
@@ -47,7 +47,7 @@ ENGINE_HAS_PATH_MAP = "path_map" in {f.name for f in fields(BackupOptions)}
 MAX_REASON = 500
 
 
-def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> JobEvent:
+def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Outcome:
     sources = backup_sources(ctx.platform, job.paths)
     repo = open_repository(ctx, job.bandwidth_limit)
     reporter.send(JobEvent(state="running"))
@@ -131,7 +131,7 @@ def _archive(
     reporter: JobReporter,
     repo: Repository,
     scope: SnapshotScope,
-) -> JobEvent:
+) -> Outcome:
     mapping = scope.paths
     rules = ExcludeRules.build(job.excludes)
     read_paths = normalise_sources(mapping.read_paths())
@@ -221,7 +221,7 @@ def final_event(
     elapsed: float,
     provider: str,
     reporter: JobReporter,
-) -> JobEvent:
+) -> Outcome:
     missed = [
         MissedFile(
             path=to_wire(mapping.to_source(os.fsencode(item["path"]))),
@@ -239,8 +239,8 @@ def final_event(
         "duration_seconds": round(elapsed, 3),
         "snapshot_provider": provider,
     }
-    return JobEvent(
-        state="succeeded_with_errors" if missed else "succeeded",
-        missed=missed,
+    return Outcome(
+        "succeeded_with_errors" if missed else "succeeded",
         result=JobResult(snapshot_id=snapshot.id, summary=details),
+        missed=missed,
     )

@@ -9,6 +9,7 @@ secret in ``agent.json`` (mode 0600) together with the pinned fingerprint.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ class Enrollment:
 def default_name(hostname: str) -> str:
     """The hostname made a valid agent name (``srv 01.example`` -> ``srv-01``)."""
     short = hostname.split(".")[0] if not hostname.replace(".", "").isdigit() else hostname
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", short).strip("-._")
+    ascii_only = unicodedata.normalize("NFKD", short).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_only).strip("-._")
     return cleaned[:100] or "agent"
 
 
@@ -64,8 +66,8 @@ def enroll(
     platform = platform or current_platform()
     check_name(name)
     token = token.strip()
-    if len(token) < 8:
-        raise UsageError("the enrollment token is too short: copy it whole from `roost token`")
+    if not 8 <= len(token) <= 200:
+        raise UsageError("the enrollment token is malformed: copy it whole, as the server gave it")
     if config_path(home).exists() and not force:
         raise AlreadyEnrolled(
             f"{config_path(home)} already holds an enrollment; use another --home, or --force "

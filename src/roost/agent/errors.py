@@ -60,7 +60,7 @@ class ServerRefused(AgentError):
     def __init__(self, status: int, detail: str, what: str) -> None:
         self.status = status
         self.detail = detail
-        super().__init__(f"{what} refused by the server (HTTP {status}): {detail}")
+        super().__init__(f"the server refused {what} (HTTP {status}): {detail}")
 
     @property
     def transient(self) -> bool:

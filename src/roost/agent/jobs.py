@@ -11,9 +11,9 @@ import logging
 
 from roost.agent.backup_job import run_backup
 from roost.agent.context import JobContext
-from roost.agent.reporting import JobCancelled, JobReporter, describe_error
+from roost.agent.reporting import JobCancelled, JobReporter, Outcome, describe_error
 from roost.agent.restore_job import run_restore
-from roost.protocol.agent_api import JobAssignment, JobEvent
+from roost.protocol.agent_api import JobAssignment
 
 log = logging.getLogger("roost.agent")
 
@@ -26,15 +26,15 @@ def execute_job(ctx: JobContext, job: JobAssignment) -> str:
     log.info("job %s: %s of set %s started", job.id, job.kind, job.set_name)
     try:
         run = run_backup if job.kind == "backup" else run_restore
-        event = run(ctx, job, reporter)
+        outcome = run(ctx, job, reporter)
     except JobCancelled as exc:
         reporter.log(f"job {exc.state}: {exc.reason}", "warning")
-        event = JobEvent(state=exc.state, error=exc.reason)
+        outcome = Outcome(exc.state, error=exc.reason)
     except Exception as exc:
         log.exception("job %s failed", job.id)
         error = describe_error(exc)
         reporter.log(f"job failed: {error}", "error")
-        event = JobEvent(state="failed", error=error[:4000])
-    reporter.finish(event)
-    log.info("job %s: %s", job.id, event.state)
-    return str(event.state)
+        outcome = Outcome("failed", error=error[:4000])
+    reporter.finish(outcome)
+    log.info("job %s: %s", job.id, outcome.state)
+    return outcome.state

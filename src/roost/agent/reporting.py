@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -22,7 +23,7 @@ from roost.agent.api import ServerApi
 from roost.agent.errors import ServerRefused, ServerUnreachable
 from roost.agent.paths import wire_text
 from roost.errors import RoostError
-from roost.protocol.agent_api import JobEvent, LogLine, MissedFile
+from roost.protocol.agent_api import JobEvent, JobResult, LogLine, MissedFile
 
 log = logging.getLogger("roost.agent")
 
@@ -32,6 +33,20 @@ MAX_MISSED = 10000  # per event (protocol limit)
 MAX_MESSAGE = 4000
 MAX_BUFFERED = 5000  # log lines kept while the server is unreachable
 GONE = (404, 409, 410)  # the server no longer tracks this job: stop working on it
+
+
+FinalState = Literal["succeeded", "succeeded_with_errors", "failed", "aborted", "cancelled"]
+
+
+@dataclass
+class Outcome:
+    """How a job ended. Missed files travel here, not in a JobEvent: there may be more of
+    them than one event can carry, and the reporter splits them."""
+
+    state: FinalState
+    result: JobResult | None = None
+    error: str | None = None
+    missed: list[MissedFile] = field(default_factory=list)
 
 
 class JobCancelled(Exception):
@@ -68,7 +83,7 @@ class JobReporter:
         self._stop = stop or threading.Event()
         self._final_retry_seconds = final_retry_seconds
         # Waiting on the stop event means a stopping agent does not sit out a long backoff.
-        self._wait = wait or self._stop.wait
+        self._wait = wait if wait is not None else self._stop.wait
         self._clock = clock
         self._lock = threading.Lock()
         self._logs: list[LogLine] = []
@@ -124,10 +139,11 @@ class JobReporter:
             return False
         return True
 
-    def finish(self, event: JobEvent) -> bool:
+    def finish(self, outcome: Outcome) -> bool:
         """Send the final event (state, result, every missed file), retrying; True if sent."""
         deadline = self._clock() + self._final_retry_seconds
-        missed = list(event.missed)  # chunks leave this list as they arrive: no duplicates
+        event = JobEvent(state=outcome.state, result=outcome.result, error=outcome.error)
+        missed = list(outcome.missed)  # chunks leave this list as they arrive: no duplicates
         delay = 1.0
         while True:
             try:

@@ -14,14 +14,14 @@ from roost.agent.context import JobContext, open_repository
 from roost.agent.paths import from_wire
 from roost.agent.platform import Platform, has_parent_reference
 from roost.agent.progress import Meter, RestoreEvents
-from roost.agent.reporting import JobReporter
+from roost.agent.reporting import JobReporter, Outcome
 from roost.engine.restorer import Restorer, RestoreSummary
 from roost.engine.snapshot import Snapshot
 from roost.errors import UsageError
 from roost.protocol.agent_api import Estimate, JobAssignment, JobEvent, JobResult, RestoreParams
 
 
-def run_restore(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> JobEvent:
+def run_restore(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Outcome:
     params = job.restore
     if params is None:
         raise UsageError("the restore job carries no restore parameters")
@@ -42,8 +42,8 @@ def run_restore(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> J
     )
     summary = restorer.run()
     meter.flush(check_cancel=False)  # every file is written: nothing left to cancel
-    return JobEvent(
-        state="succeeded_with_errors" if summary.warnings else "succeeded",
+    return Outcome(
+        "succeeded_with_errors" if summary.warnings else "succeeded",
         result=JobResult(snapshot_id=snapshot.id, summary=summary_dict(summary)),
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ log = logging.getLogger("roost.agent")
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
+MIN_POLL_INTERVAL = 1.0  # a server that answers polls at once must not make us spin
 FATAL_AT_START = (401,)  # wrong credentials: retrying cannot help, say so at once
 
 
@@ -130,6 +132,7 @@ class AgentRunner:
         job_runner: Callable[[httpx.Client, JobAssignment], object] | None = None,
         wait: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
         max_parallel: int = 2,
         poll_wait: float = 25.0,
         shutdown_timeout: float = 30.0,
@@ -143,7 +146,8 @@ class AgentRunner:
         self.stop_event = threading.Event()
         self._client_factory = client_factory
         self._job_runner = job_runner or self._execute
-        self._wait = wait or self.stop_event.wait
+        self._wait = wait if wait is not None else self.stop_event.wait
+        self._clock = clock
         self.backoff = Backoff(rng=rng)
         self.slots = JobSlots(self._run_job, max_parallel)
         self.poll_wait = poll_wait
@@ -151,6 +155,7 @@ class AgentRunner:
         self.client: httpx.Client | None = None  # for polling; rebuilt after network failures
         self._job_client: httpx.Client | None = None  # the last client that polled fine
         self._state = "starting"  # "connected" or the kind of the last failure
+        self._was_connected = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class AgentRunner:
 
     def cycle(self) -> float:
         """Connect if needed and poll once; return how long to wait before the next cycle."""
+        started = self._clock()
         try:
             jobs = self.poll()
         except (AgentError, ServerRefused) as exc:
@@ -206,7 +212,7 @@ class AgentRunner:
         for job in jobs:
             log.info("job %s assigned: %s of set %s", job.id, job.kind, job.set_name)
             self.slots.submit(job)
-        return 0.0
+        return 0.0 if jobs else max(0.0, MIN_POLL_INTERVAL - (self._clock() - started))
 
     def poll(self) -> list[JobAssignment]:
         if self.client is None:
@@ -222,8 +228,7 @@ class AgentRunner:
         return ServerApi(self.client).poll(request).jobs
 
     def _failed(self, exc: AgentError) -> None:
-        first = self._state == "starting"
-        if first and (
+        if not self._was_connected and (
             isinstance(exc, FingerprintMismatch)
             or (isinstance(exc, ServerRefused) and exc.status in FATAL_AT_START)
         ):
@@ -241,9 +246,10 @@ class AgentRunner:
 
     def _connected(self) -> None:
         if self._state != "connected":
-            again = "" if self._state == "starting" else " again"
+            again = " again" if self._was_connected else ""
             log.info("connected%s to %s as %s", again, self.config.server_url, self.config.name)
             self._state = "connected"
+            self._was_connected = True
         self.backoff.reset()
 
     # -- jobs -------------------------------------------------------------------------------

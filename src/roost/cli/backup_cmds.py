@@ -121,8 +121,11 @@ def backup_json(snap: Snapshot, summary: BackupSummary, duration: float) -> dict
     return {
         "snapshot_id": snap.id,
         "short_id": snap.short_id,
+        "time": snap.time.isoformat(),
         "parent": snap.parent,
+        "hostname": snap.hostname,
         "paths": snap.paths,
+        "tags": snap.tags,
         **asdict(summary),
         "missed": snap.missed,
         "duration_seconds": round(duration, 3),

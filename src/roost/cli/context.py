@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -118,7 +118,8 @@ class Session:
 
     def new_passphrase(self) -> str:
         """The passphrase for a new repository: prompted twice when asked for."""
-        return self.passphrase_source().read(confirm=True)
+        source = replace(self.passphrase_source(), prompt="New repository passphrase: ")
+        return source.read(confirm=True)
 
     def open(self) -> Repository:
         backend = self.backend()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer import _click as click  # Typer's vendored Click: the types of its groups
+from typer.core import TyperGroup
 
 from roost import __version__
 from roost.cli import backup_cmds, benchmark, forget_cmds, key_cmds, repo_cmds
@@ -23,7 +24,44 @@ from roost.errors import RoostError
 
 INTERRUPTED = 130
 
+
+class _LazyGroup(TyperGroup):
+    """Loads the agent and server commands only when used: their imports take a second."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *_LAZY]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            holder = typer.Typer()
+            holder.callback()(_no_options)  # makes it a group even with a single command
+            _LAZY[cmd_name](holder)
+            command = typer.main.get_group(holder).get_command(ctx, cmd_name)
+            if command is not None:
+                self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def _no_options() -> None:
+    pass
+
+
+def _add_agent(app: typer.Typer) -> None:
+    from roost.cli.agent_cmds import agent_app
+
+    app.add_typer(agent_app, name="agent")
+
+
+def _add_server(app: typer.Typer) -> None:
+    from roost.cli import server_cmd
+
+    server_cmd.register(app)
+
+
+_LAZY: dict[str, Callable[[typer.Typer], None]] = {"agent": _add_agent, "server": _add_server}
+
 app = typer.Typer(
+    cls=_LazyGroup,
     name="roost",
     help="Deduplicating, encrypted backups of directories into a repository.",
     no_args_is_help=True,
@@ -81,30 +119,38 @@ def run(argv: Sequence[str] | None = None) -> int:
     except RoostError as exc:
         return _fail(str(exc), exc.exit_code)
     except typer.Abort:
-        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+        return _interrupted()
     except typer.TyperException as exc:  # Typer's own usage errors
         if not exc.format_message():  # no command given: the help was printed
             return exc.exit_code
         return _fail(_usage_message(exc), exc.exit_code)
     except KeyboardInterrupt:
-        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+        return _interrupted()
     except Exception as exc:  # the one place that turns bugs into one line
-        message = f"unexpected {type(exc).__name__}: {exc}"
+        message = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
         if not _debug():
             message += " (rerun with ROOST_DEBUG=1 to see the traceback)"
         return _fail(message, 1)
     if code == INTERRUPTED:  # Typer turns KeyboardInterrupt into Exit(130)
-        return _fail("interrupted", INTERRUPTED, prefix="roost: ")
+        return _interrupted()
     return code if isinstance(code, int) else 0
 
 
 def _fail(message: str, code: int, prefix: str = "roost: error: ") -> int:
     if _debug() and sys.exc_info()[0] is not None:
+        import traceback  # only when asked: it is slow to import
+
         traceback.print_exc()
     sys.stdout.flush()
     sys.stderr.write(f"{prefix}{message}\n")
     sys.stderr.flush()
     return code
+
+
+def _interrupted() -> int:
+    # On a terminal, Ctrl-C may come mid-line (at a prompt): end that line first.
+    prefix = "\nroost: " if sys.stderr.isatty() else "roost: "
+    return _fail("interrupted", INTERRUPTED, prefix=prefix)
 
 
 def _usage_message(exc: typer.TyperException) -> str:

@@ -100,6 +100,10 @@ def stderr_console() -> Console:
 
 def say(text: str = "", style: str | None = None, *, err: bool = False) -> None:
     """One line of plain text (never markup, never wrapped), styled only on a terminal."""
+    stream = sys.stderr if err else sys.stdout
+    if style is None or not stream.isatty():
+        stream.write(text + "\n")  # fast: `roost ls` may print millions of lines
+        return
     console = stderr_console() if err else stdout_console()
     console.print(text, style=style, markup=False, soft_wrap=True)
 

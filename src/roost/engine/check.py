@@ -155,13 +155,14 @@ class _Checker:
             for loc in self.index.locations(blob_id):
                 by_pack.setdefault(loc.pack, []).append((blob_id, loc))
         for pack_id in sorted(by_pack.keys() - stored.keys()):
-            issue = self._error(
-                f"pack {pack_key(pack_id)}", "is listed in the index but missing from storage"
-            )
+            message = "is listed in the index but missing from storage"
+            issue = self._error(f"pack {pack_key(pack_id)}", message)
             self._lose((blob_id for blob_id, _ in by_pack[pack_id]), pack_id, issue)
         jobs = sorted((key, size, pid, by_pack.get(pid, [])) for pid, (key, size) in stored.items())
         self.say(f"{'reading' if self.read_data else 'checking'} {len(jobs)} packs")
+        self._run_pack_jobs(jobs)
 
+    def _run_pack_jobs(self, jobs: list[tuple[str, int, bytes, Listed]]) -> None:
         failed = threading.Event()
 
         def work(job: tuple[str, int, bytes, Listed]) -> _PackResult:
@@ -174,10 +175,10 @@ class _Checker:
                 raise
 
         pool = ThreadPoolExecutor(WORKERS)
-        try:  # map() keeps results in order; at most one pack per worker is in memory
+        try:  # results come in order and hold no pack data: one pack in memory per worker
             results = zip(jobs, pool.map(work, jobs), strict=True)
-            for count, (job, result) in enumerate(results, 1):
-                self._record_pack(job[0], job[2], bool(job[3]), result)
+            for count, ((key, _, pack_id, listed), result) in enumerate(results, 1):
+                self._record_pack(key, pack_id, bool(listed), result)
                 if self.read_data:
                     self.say(f"read pack {count}/{len(jobs)}")
         finally:

@@ -15,8 +15,10 @@ crash leaves only unreferenced packs and index entries, which the next backup re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -35,6 +37,7 @@ from roost.errors import (
     ObjectNotFound,
     RepositoryExists,
     RepositoryNotFound,
+    RoostError,
     UnsupportedFormat,
     UsageError,
 )
@@ -90,6 +93,9 @@ class Repository:
         self.key = key
         self.config = config
         self._index: MasterIndex | None = None
+        self._index_generation = 0
+        self._index_lock = threading.Lock()
+        self.damaged_snapshots: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -180,7 +186,12 @@ class Repository:
         return {fid: f for fid, f in loaded if f is not None}
 
     def _read_index_file(self, name: str) -> tuple[bytes, IndexFile | None]:
-        fid = bytes.fromhex(name.split("/", 1)[1])
+        try:
+            fid = bytes.fromhex(name.split("/", 1)[1])
+        except ValueError:
+            raise CorruptObject(
+                f"{name} is not a Roost index file; move it out of index/"
+            ) from None
         try:
             data = self.backend.get(name)
         except ObjectNotFound:
@@ -191,6 +202,7 @@ class Repository:
         index = MasterIndex()
         index.merge(self.read_index_files())
         self._index = index
+        self._index_generation += 1
         return index
 
     def write_index_file(self, index_file: IndexFile) -> str:
@@ -201,21 +213,39 @@ class Repository:
     # -- blobs --------------------------------------------------------------------------
 
     def read_blob(self, blob_id: bytes) -> bytes:
-        """Fetch, decrypt, decompress and verify one blob against its id."""
-        loc = self.index.find(blob_id)
-        if loc is None:
-            raise BlobNotFound(f"blob {blob_id.hex()[:16]} is in no index; run `roost check`")
-        try:
-            return self.read_blob_at(blob_id, loc)
-        except ObjectNotFound:
-            # a concurrent prune repacked the blob: the fresh index knows its new pack
-            fresh = self.load_index().find(blob_id)
-            if fresh is None or fresh == loc:
-                raise BlobNotFound(
-                    f"blob {blob_id.hex()[:16]} is missing from pack {loc.pack.hex()[:16]}; "
-                    "run `roost check`"
-                ) from None
-            return self.read_blob_at(blob_id, fresh)
+        """Fetch, decrypt, decompress and verify one blob against its id.
+
+        Every known copy is tried (live ones first). If a pack has vanished, a concurrent
+        prune probably repacked it: the index is reloaded once and the new copy read.
+        """
+        generation = self._index_generation
+        problems: list[RoostError] = []
+        for loc in self._read_order(blob_id):
+            try:
+                return self.read_blob_at(blob_id, loc)
+            except (ObjectNotFound, CorruptObject) as exc:
+                problems.append(exc)
+        if any(isinstance(p, ObjectNotFound) for p in problems):
+            self._reload_index(generation)
+            for loc in self._read_order(blob_id):
+                with contextlib.suppress(ObjectNotFound, CorruptObject):
+                    return self.read_blob_at(blob_id, loc)
+        short = blob_id.hex()[:16]
+        if not problems:
+            raise BlobNotFound(f"blob {short} is in no index; run `roost check`")
+        damaged = [p for p in problems if isinstance(p, CorruptObject)]
+        if damaged:
+            raise CorruptObject(f"{damaged[0]}; run `roost check --read-data`")
+        raise BlobNotFound(f"blob {short} is missing from storage; run `roost check`")
+
+    def _read_order(self, blob_id: bytes) -> list[Location]:
+        return sorted(self.index.locations(blob_id), key=lambda loc: loc.tombstoned_ns != 0)
+
+    def _reload_index(self, seen_generation: int) -> None:
+        """Reload the index unless another thread already did since ``seen_generation``."""
+        with self._index_lock:
+            if self._index_generation == seen_generation:
+                self.load_index()
 
     def read_blob_at(self, blob_id: bytes, loc: Location) -> bytes:
         raw = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.length)
@@ -249,16 +279,36 @@ class Repository:
         what = f"snapshot {snapshot_id[:8]}"
         return Snapshot.from_json(self.key.decrypt(sealed, SNAPSHOT_AAD, what), snapshot_id)
 
-    def list_snapshots(self) -> list[Snapshot]:
+    def list_snapshots(self, *, skip_damaged: bool = False) -> list[Snapshot]:
+        """All snapshots, oldest first.
+
+        A damaged snapshot raises, unless ``skip_damaged``: then it is left out and recorded in
+        ``damaged_snapshots`` (id -> problem). Prune must never skip: it would delete the data
+        that snapshot still references.
+        """
         ids = self.snapshot_ids()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            snaps = list(pool.map(self.load_snapshot, ids))
+            loaded = list(pool.map(self._load_snapshot_or_error, ids))
+        snaps = []
+        for sid, snap, problem in loaded:
+            if snap is not None:
+                snaps.append(snap)
+            elif not skip_damaged:
+                raise problem or CorruptObject(f"snapshot {sid[:8]} cannot be read")
+            else:
+                self.damaged_snapshots[sid] = str(problem)
         return sorted(snaps, key=lambda s: (s.time, s.id))
+
+    def _load_snapshot_or_error(self, sid: str) -> tuple[str, Snapshot | None, RoostError | None]:
+        try:
+            return sid, self.load_snapshot(sid), None
+        except (CorruptObject, UnsupportedFormat, ObjectNotFound) as exc:
+            return sid, None, exc
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """Resolve 'latest' or a unique id prefix."""
         if ref == "latest":
-            snaps = self.list_snapshots()
+            snaps = self.list_snapshots(skip_damaged=True)
             if not snaps:
                 raise UsageError("the repository has no snapshots yet")
             return snaps[-1]

@@ -12,6 +12,7 @@ applied last, deepest first, because writing into a directory changes its mtime.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -75,6 +76,8 @@ class Restorer:
         self._futures: list[Future[None]] = []
         self._dirs: list[tuple[bytes, Node]] = []
         self._pending_links: list[tuple[bytes, bytes, Node]] = []
+        self._failed: set[bytes] = set()
+        self._matched = 0
 
     # -- selection ----------------------------------------------------------------------
 
@@ -105,7 +108,7 @@ class Restorer:
             self._pool.shutdown(wait=True)
         for path, node in reversed(self._dirs):
             self._apply(path, node)
-        if self.includes and not self.summary.files + self.summary.dirs + self.summary.other:
+        if self.includes and not self._matched:
             raise UsageError("no path in the snapshot matches the given --include paths")
         return self.summary
 
@@ -142,6 +145,8 @@ class Restorer:
             if not wanted:
                 continue
             path = os.path.join(dir_path, node.name)
+            if self._is_inside_include(child_parts):
+                self._matched += 1
             if node.type == DIR:
                 self._restore_dir(node, path, child_parts)
             elif self._is_inside_include(child_parts):
@@ -158,13 +163,21 @@ class Restorer:
 
     def _ensure_dir(self, path: bytes) -> bool:
         try:
+            return self._make_dir(path)
+        except OSError as exc:
+            self._warn(path, f"cannot create directory: {exc.strerror}; skipped with its contents")
+            self.summary.skipped += 1
+            return False
+
+    def _make_dir(self, path: bytes) -> bool:
+        try:
             st = os.lstat(path)
         except FileNotFoundError:
             os.mkdir(path, 0o700)
             return True
         if stat.S_ISDIR(st.st_mode):
             return True
-        if self.conflict == "overwrite" and not stat.S_ISDIR(st.st_mode):
+        if self.conflict == "overwrite":
             os.unlink(path)  # a file or symlink where the snapshot has a directory
             os.mkdir(path, 0o700)
             return True
@@ -225,11 +238,13 @@ class Restorer:
     def _restore_file(self, node: Node, path: bytes) -> None:
         try:
             self._write_file(node, path)
-        except RoostError as exc:
-            self._warn(path, str(exc))
-            return
-        except OSError as exc:
-            self._warn(path, f"cannot write: {exc.strerror}")
+        except (RoostError, OSError) as exc:
+            message = str(exc) if isinstance(exc, RoostError) else f"cannot write: {exc.strerror}"
+            self._warn(path, f"{message}; the file was not restored")
+            with self._lock:
+                self._failed.add(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # never leave a truncated file that looks restored
             return
         with self._lock:
             self.summary.files += 1
@@ -238,6 +253,9 @@ class Restorer:
     def _make_links(self) -> None:
         """Link later names of a hardlinked inode to the first one restored (all written now)."""
         for first, path, node in self._pending_links:
+            if first in self._failed:
+                self._restore_file(node, path)
+                continue
             try:
                 os.link(first, path, follow_symlinks=False)
             except OSError:

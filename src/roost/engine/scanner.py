@@ -26,15 +26,17 @@ class Scanner:
         self.files = 0
         self.size = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="roost-scanner")
+        self._thread = threading.Thread(target=self.run, daemon=True, name="roost-scanner")
 
     def start(self) -> Scanner:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop counting (a scan still running when the backup ends is of no use)."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def __enter__(self) -> Scanner:
         return self.start()
@@ -42,7 +44,8 @@ class Scanner:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Count everything, then report; what the thread runs (callable directly, too)."""
         for source in self.sources:
             try:
                 st = os.lstat(source)

@@ -102,6 +102,8 @@ class BlobSaver:
         self._slots.release()
         with self._lock:
             self._futures.discard(future)
+        if future.cancelled():
+            return  # the backup is being torn down after an earlier error or interrupt
         exc = future.exception()
         if exc is not None and self._error is None:
             self._error = exc

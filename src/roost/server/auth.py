@@ -54,7 +54,9 @@ def login(session: Session, username: str, password: str, now: datetime, hours: 
     users.purge_expired_sessions(session, now)
     users.add_session(
         session,
-        UserSession(user_id=user.id, token_hash=hash_token(token), created_at=now, expires_at=expires),
+        UserSession(
+            user_id=user.id, token_hash=hash_token(token), created_at=now, expires_at=expires
+        ),
     )
     audit.record(session, user.org_id, now, user.username, "login", user.username)
     return Login(token, expires)

@@ -8,6 +8,7 @@ conditional ``UPDATE ... WHERE state = 'queued'`` whose row count says who won (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -47,10 +48,8 @@ async def long_poll(state: ServerState, agent_id: str, request: PollRequest) -> 
             if assigned or remaining <= 0:
                 return PollResponse(jobs=assigned, server_time=state.clock().isoformat())
             recheck = min(state.settings.poll_recheck_seconds, remaining)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=recheck)
-            except TimeoutError:
-                pass
     finally:
         state.wakeups.unregister(agent_id, wakeup)
 
@@ -68,14 +67,18 @@ def heartbeat(state: ServerState, agent_id: str, request: PollRequest) -> list[s
         return abort_lost_jobs(session, agent, request, now)
 
 
-def abort_lost_jobs(session: Session, agent: Agent, request: PollRequest, now: datetime) -> list[str]:
+def abort_lost_jobs(
+    session: Session, agent: Agent, request: PollRequest, now: datetime
+) -> list[str]:
     aborted = []
     running = set(request.running_jobs)
     for job in job_queries.active_for_agent(session, agent.id):
         if job.dispatch_boot_id not in (None, request.boot_id):
             reason = AGENT_RESTARTED
-        elif job.id not in running and job.dispatched_at is not None and (
-            job.dispatched_at <= now - LOST_GRACE
+        elif (
+            job.id not in running
+            and job.dispatched_at is not None
+            and (job.dispatched_at <= now - LOST_GRACE)
         ):
             reason = AGENT_LOST
         else:
@@ -88,6 +91,9 @@ def abort_lost_jobs(session: Session, agent: Agent, request: PollRequest, now: d
 
 def claim_jobs(state: ServerState, agent_id: str, boot_id: str) -> list[JobAssignment]:
     """Claim this agent's queued jobs (one backup per set at a time) and describe them."""
+    with state.db.read_session() as session:
+        if not job_queries.has_queued(session, agent_id):
+            return []  # the common case, without taking SQLite's write lock
     now = state.clock()
     with state.db.session() as session:
         agent = agent_queries.get(session, agent_id)
@@ -149,4 +155,9 @@ def _choose_level(session: Session, repos: OrgRepositories, job: Job, out: JobAs
     job.params = {**job.params, "paths": out.paths}  # what the next job compares against
     out.level = decision.level
     out.parent_snapshot = previous_id if decision.level == "incremental" else None
-    jobs.log(session, job, f"{decision.level} backup: {decision.reason}", job.dispatched_at or job.created_at)
+    jobs.log(
+        session,
+        job,
+        f"{decision.level} backup: {decision.reason}",
+        job.dispatched_at or job.created_at,
+    )

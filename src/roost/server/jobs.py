@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from roost.protocol.agent_api import FINAL_STATES, JobEvent, JobEventResponse, LogLine
 from roost.server.catalog.models import Job, JobLog, MissedFileRow
 from roost.server.catalog.queries import jobs as job_queries
 from roost.server.errors import IllegalTransition
-from sqlalchemy.orm import Session
 
 _ALLOWED: dict[str, frozenset[str]] = {
     "queued": frozenset({"dispatched", "skipped", "cancelled"}),

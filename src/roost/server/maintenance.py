@@ -30,7 +30,7 @@ def run_maintenance(state: ServerState, org_id: str) -> MaintenanceReport:
     """Blocking: call it in a worker thread."""
     report = MaintenanceReport()
     repo = state.repos.repository(org_id)
-    with state.db.session() as session:
+    with state.db.read_session() as session:
         targets = [
             (s.id, s.name, p)
             for s in set_queries.list_for_org(session, org_id)

@@ -42,10 +42,9 @@ class OrgRepositories:
             return repo
 
     def _passphrase(self, org_id: str) -> str:
-        with self._db.session() as session:
+        with self._db.read_session() as session:
             org = orgs.get(session, org_id)
             if org is None:
                 raise NotFound(f"organisation {org_id} does not exist")
             wrapped = org.repo_passphrase_wrapped
         return self._secrets.unwrap(wrapped, PASSPHRASE_PURPOSE)
-

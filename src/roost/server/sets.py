@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from roost.engine.repository import Repository
 from roost.server.catalog.models import Agent, BackupSet, Job
 from roost.server.catalog.queries import audit
 from roost.server.catalog.queries import jobs as job_queries
@@ -14,7 +15,6 @@ from roost.server.catalog.queries import sets as set_queries
 from roost.server.errors import Conflict, PathsOverlap
 from roost.server.scheduler.policy import AgentView, decide_dispatch
 from roost.server.snapshots import set_snapshots
-from roost.engine.repository import Repository
 
 
 def _normalise(path: str) -> str:

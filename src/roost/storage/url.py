@@ -12,7 +12,6 @@ from roost.storage.base import Backend
 from roost.storage.local import LocalBackend
 from roost.storage.memory import MemoryBackend
 from roost.storage.retry import RetryingBackend
-from roost.storage.s3 import S3Backend
 
 SUPPORTED_FORMS = (
     "  /path/to/repo or file:///path/to/repo    a local directory\n"
@@ -74,6 +73,8 @@ def _s3(location: str) -> Backend:
         raise _usage("do not put credentials in the URL; set AWS_ACCESS_KEY_ID/SECRET instead")
     endpoint = _single(query, "endpoint") or os.environ.get("ROOST_S3_ENDPOINT") or None
     region = _single(query, "region") or None
+    from roost.storage.s3 import S3Backend  # boto3 costs ~0.1 s at start; only S3 users pay it
+
     try:
         backend = S3Backend(
             bucket=parts.netloc,

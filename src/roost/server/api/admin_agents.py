@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from roost.server.api import lookup
-from roost.server.api.deps import AdminDep, NowDep, SessionDep, StateDep, ViewerDep
+from roost.server.api.deps import AdminDep, NowDep, ReadSessionDep, SessionDep, StateDep, ViewerDep
 from roost.server.api.schemas import AgentPublic
 from roost.server.api.views import agent_public
 from roost.server.catalog.queries import agents, audit
@@ -15,7 +15,7 @@ router = APIRouter(tags=["agents"])
 
 @router.get("/agents")
 def list_agents(
-    session: SessionDep, state: StateDep, user: ViewerDep, now: NowDep
+    session: ReadSessionDep, state: StateDep, user: ViewerDep, now: NowDep
 ) -> list[AgentPublic]:
     offline_after = state.settings.offline_after_seconds
     return [agent_public(a, now, offline_after) for a in agents.list_for_org(session, user.org_id)]

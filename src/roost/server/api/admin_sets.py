@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from roost.server import sets as set_service
 from roost.server.api import lookup
-from roost.server.api.deps import AdminDep, NowDep, OperatorDep, SessionDep, StateDep, ViewerDep
+from roost.server.api.deps import (
+    AdminDep,
+    NowDep,
+    OperatorDep,
+    ReadSessionDep,
+    SessionDep,
+    StateDep,
+    ViewerDep,
+)
 from roost.server.api.schemas import JobPublic, SetCreate, SetPublic
 from roost.server.api.views import jobs_public, set_public
 from roost.server.catalog.models import BackupSet
@@ -46,12 +54,12 @@ def create_set(body: SetCreate, session: SessionDep, user: AdminDep, now: NowDep
 
 
 @router.get("/sets")
-def list_sets(session: SessionDep, user: ViewerDep, now: NowDep) -> list[SetPublic]:
+def list_sets(session: ReadSessionDep, user: ViewerDep, now: NowDep) -> list[SetPublic]:
     return [set_public(session, s, now) for s in sets.list_for_org(session, user.org_id)]
 
 
 @router.get("/sets/{name}")
-def get_set(name: str, session: SessionDep, user: ViewerDep, now: NowDep) -> SetPublic:
+def get_set(name: str, session: ReadSessionDep, user: ViewerDep, now: NowDep) -> SetPublic:
     return set_public(session, lookup.backup_set(session, user.org_id, name), now)
 
 
@@ -101,6 +109,7 @@ def delete_set(
 def backup_now(
     name: str,
     response: Response,
+    background: BackgroundTasks,
     session: SessionDep,
     state: StateDep,
     user: OperatorDep,
@@ -112,6 +121,5 @@ def backup_now(
     request = set_service.request_backup(session, backup_set, view, user.username, now)
     if not request.created:
         response.status_code = status.HTTP_200_OK
-    session.flush()
-    state.wakeups.notify(agent.id)
+    background.add_task(state.wakeups.notify, agent.id)  # runs after the commit
     return jobs_public(session, [request.job])[0]

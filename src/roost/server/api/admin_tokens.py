@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, status
 
-from roost.server.api.deps import AdminDep, NowDep, SessionDep
+from roost.server.api.deps import AdminDep, NowDep, ReadSessionDep, SessionDep
 from roost.server.api.schemas import TokenCreate, TokenCreated, TokenPublic
 from roost.server.catalog.models import EnrollmentToken
 from roost.server.catalog.queries import audit, tokens
@@ -39,7 +39,7 @@ def create_token(
 
 
 @router.get("/tokens")
-def list_tokens(session: SessionDep, user: AdminDep) -> list[TokenPublic]:
+def list_tokens(session: ReadSessionDep, user: AdminDep) -> list[TokenPublic]:
     return [
         TokenPublic(
             id=t.id,

@@ -35,6 +35,15 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+def get_read_session(state: StateDep) -> Iterator[Session]:
+    """For routes that only read: no write lock on SQLite."""
+    with state.db.read_session() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
+
+
 def get_now(state: StateDep) -> datetime:
     return state.clock()
 
@@ -75,7 +84,7 @@ def current_user(state: StateDep, token: BearerDep) -> CurrentUser:
 
 def user_from_token(state: ServerState, token: str) -> CurrentUser:
     """Shared with the dashboard, which carries the same session token in a cookie."""
-    with state.db.session() as session:
+    with state.db.read_session() as session:
         user = auth.user_for_token(session, token, state.clock())
         return CurrentUser(user.id, user.org_id, user.username, user.role)
 
@@ -99,7 +108,7 @@ AdminDep = Annotated[CurrentUser, Depends(_role("admin"))]
 def current_agent(state: StateDep, token: BearerDep) -> CurrentAgent:
     if token is None:
         raise NotAuthenticated(NO_AGENT_CREDENTIALS)
-    with state.db.session() as session:
+    with state.db.read_session() as session:
         agent = auth.agent_for_credentials(session, token)
         return CurrentAgent(agent.id, agent.org_id, agent.name)
 

@@ -45,7 +45,9 @@ def policy_next_run(policy: Policy, now: datetime) -> datetime | None:
 
 
 def policy_public(policy: Policy, now: datetime) -> PolicyPublic:
-    fields = {name: getattr(policy, name) for name in PolicyPublic.model_fields if name != "next_run"}
+    fields = {
+        name: getattr(policy, name) for name in PolicyPublic.model_fields if name != "next_run"
+    }
     return PolicyPublic(**fields, next_run=policy_next_run(policy, now))
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from roost.errors import UsageError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "roost_read_only"
 
 
 class Database:
@@ -27,6 +28,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        reader = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(reader, expire_on_commit=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -38,8 +41,12 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def new_session(self) -> Session:
-        return self._sessions()
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it takes no write lock, so it may run
+        while the same request holds one (e.g. looking up a key during a write)."""
+        with self._read_sessions() as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -80,6 +87,7 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine

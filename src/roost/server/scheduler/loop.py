@@ -6,6 +6,7 @@ The tick takes ``now`` from its caller, so tests drive it with any clock they li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,7 +53,7 @@ def _claim_maintenance(state: ServerState, now: datetime) -> list[str]:
 
 
 def _org_maintenance_times(state: ServerState) -> list[tuple[str, datetime | None]]:
-    with state.db.session() as session:
+    with state.db.read_session() as session:
         return [(o.id, o.last_maintenance_at) for o in orgs.list_all(session)]
 
 
@@ -63,7 +64,5 @@ async def run_scheduler(state: ServerState, stop: asyncio.Event) -> None:
             await scheduler_tick(state, state.clock())
         except Exception:
             log.exception("scheduler tick failed")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=state.settings.scheduler_interval_seconds)
-        except TimeoutError:
-            pass

@@ -58,7 +58,7 @@ def agent_view(agent: Agent, now: datetime, offline_after: timedelta) -> AgentVi
 
 def plan(state: ServerState, now: datetime) -> PlanReport:
     report = PlanReport()
-    with state.db.session() as session:
+    with state.db.read_session() as session:
         set_ids = [s.id for s, _, _ in set_queries.list_scheduled(session)]
     for set_id in set_ids:
         try:

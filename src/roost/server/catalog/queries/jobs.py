@@ -67,7 +67,9 @@ def names_for(session: Session, jobs: Iterable[Job]) -> dict[str, tuple[str, str
         .join(Agent, Job.agent_id == Agent.id)
         .where(Job.id.in_(ids))
     )
-    return {job_id: (set_name, agent_name) for job_id, set_name, agent_name in session.execute(stmt)}
+    return {
+        job_id: (set_name, agent_name) for job_id, set_name, agent_name in session.execute(stmt)
+    }
 
 
 def latest_for_set(session: Session, set_id: str) -> Job | None:

@@ -1,0 +1,383 @@
+"""Measuring processes and running one tool through the benchmark scenario.
+
+Wall time is ``perf_counter`` around the whole process (start-up included, for every tool).
+
+Peak RSS comes from ``os.wait4``'s ``ru_maxrss`` of the tool's own process, which covers its
+descendants too as far as it waited for them (Linux reports the maximum over that tree, not
+the sum). Two traps, and what is done about them:
+
+* Linux carries the RSS high-water mark of the address space a process had *before* ``exec``
+  into ``ru_maxrss``. A child forked (or vforked) straight from this script would report at
+  least this script's own peak RSS (hundreds of MiB with the 1,000,000-entry file list of the
+  ``small`` dataset). So the tool is started through ``setsid -f``, a tiny program that forks
+  it and exits; this script is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so the tool is
+  re-parented to it and reaped here with ``wait4`` on the tool's own pid. The pre-``exec``
+  address space is then setsid's (about 1 MiB).
+* Concurrent worker processes would be reported one at a time by ``ru_maxrss``: a sampler
+  thread adds up VmRSS of the tool and all its live descendants every 50 ms, and the peak RSS
+  is the larger of the two figures. None of the three tools forks workers today (restic is one
+  Go process, borg and Roost one Python process with threads), so the sampler only matters for
+  a future tool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, FileEntry
+from tools import Command, Paths, Tool, base_environment, restored_root
+
+SAMPLE_SECONDS = 0.05
+PR_SET_CHILD_SUBREAPER = 36
+SETSID = shutil.which("setsid") or "/usr/bin/setsid"  # util-linux, always on Debian
+TAIL = 2000  # characters of stdout/stderr kept in the results
+
+
+@dataclass
+class Measurement:
+    argv: list[str]
+    returncode: int
+    wall_seconds: float
+    user_seconds: float
+    sys_seconds: float
+    peak_rss_bytes: int  # max of the two figures below
+    maxrss_wait4_bytes: int
+    rss_tree_sampled_bytes: int
+    stdout_tail: str
+    stderr_tail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class _TreeRssSampler(threading.Thread):
+    """Peak of the summed RSS of a process and its descendants, sampled from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self._pid = pid
+        self._stop_event = threading.Event()
+        self.peak = 0
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, tree_rss(self._pid))
+            self._stop_event.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+    except OSError:
+        pass
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_rss(pid: int) -> int:
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += _rss(current)
+        stack.extend(_children(current))
+    return total
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - TAIL))
+        return handle.read().decode(errors="replace")
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _own_children() -> list[int]:
+    return _children(os.getpid())
+
+
+def _stop(pid: int) -> None:
+    """Terminate an interrupted tool (it runs in its own session, so ^C does not reach it)."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if done:
+            return
+    os.waitpid(pid, 0)
+
+
+def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) -> Measurement:
+    """Run one command to completion; stdout and stderr go to files under ``logs``."""
+    _become_subreaper()
+    if _own_children():
+        raise RuntimeError("run_measured needs this process to have no other children")
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / f"{label}.out", logs / f"{label}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.perf_counter()
+        launcher = subprocess.Popen(
+            [SETSID, "-f", *command.argv],
+            cwd=command.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
+        if launcher.wait() != 0:
+            raise RuntimeError(f"{SETSID} -f failed with exit {launcher.returncode}")
+        tools = _own_children()  # the tool, re-parented to us (maybe already a zombie)
+        if len(tools) != 1:
+            raise RuntimeError(f"expected one re-parented child, found {tools}")
+        pid = tools[0]
+        sampler = _TreeRssSampler(pid)
+        sampler.start()
+        try:
+            _, status, usage = os.wait4(pid, 0)
+        except BaseException:
+            _stop(pid)
+            raise
+        finally:
+            sampler.stop()
+        wall = time.perf_counter() - started
+    maxrss = usage.ru_maxrss * 1024  # KiB on Linux
+    return Measurement(
+        argv=command.argv,
+        returncode=os.waitstatus_to_exitcode(status),
+        wall_seconds=round(wall, 3),
+        user_seconds=round(usage.ru_utime, 3),
+        sys_seconds=round(usage.ru_stime, 3),
+        peak_rss_bytes=max(maxrss, sampler.peak),
+        maxrss_wait4_bytes=maxrss,
+        rss_tree_sampled_bytes=sampler.peak,
+        stdout_tail=_tail(out_path),
+        stderr_tail=_tail(err_path),
+    )
+
+
+# --- file system helpers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    disk_bytes: int  # what du reports: allocated blocks, hard links counted once
+    apparent_bytes: int  # du --apparent-size --bytes
+    files: int
+
+
+def disk_usage(root: Path) -> Usage:
+    disk = apparent = files = 0
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                if (info.st_dev, info.st_ino) in seen:
+                    continue
+                if info.st_nlink > 1:
+                    seen.add((info.st_dev, info.st_ino))
+                disk += info.st_blocks * 512
+                apparent += info.st_size
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                else:
+                    files += 1
+    return Usage(disk, apparent, files)
+
+
+def _read_all(path: str) -> int:
+    total = 0
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(1 << 20):
+            total += len(chunk)
+    return total
+
+
+def warm_up(entries: list[FileEntry], root: Path) -> tuple[int, float]:
+    """Read every file once (untimed), so every tool starts with the same warm page cache."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        total = sum(
+            pool.map(_read_all, (str(root / entry.rel) for entry in entries), chunksize=256)
+        )
+    return total, time.monotonic() - started
+
+
+def _same_content(left: Path, right: Path, size: int) -> bool:
+    """Whole files up to 64 MiB; beyond that the first, middle and last MiB."""
+    window = 1 << 20
+    offsets = [0] if size <= 64 * window else [0, size // 2 - window, size - window]
+    length = size if size <= 64 * window else window
+    with open(left, "rb") as one, open(right, "rb") as two:
+        for offset in offsets:
+            one.seek(offset)
+            two.seek(offset)
+            if one.read(length) != two.read(length):
+                return False
+    return True
+
+
+def verify_restore(
+    entries: list[FileEntry], changed: list[FileEntry], source: Path, restored: Path
+) -> str | None:
+    """None if the restored tree matches the live dataset, else what differs (untimed).
+
+    Checks the number of regular files, their total size, and the content of up to 100 files
+    spread over the dataset plus up to 20 of the changed ones.
+    """
+    if not restored.is_dir():
+        return f"{restored} does not exist"
+    got = [entry for entry in _walk_files(restored)]
+    want_bytes = sum(entry.size for entry in entries)
+    got_bytes = sum(size for _, size in got)
+    if len(got) != len(entries) or got_bytes != want_bytes:
+        return (
+            f"restored {len(got)} files / {got_bytes} bytes, expected {len(entries)} files / "
+            f"{want_bytes} bytes"
+        )
+    step = max(1, len(entries) // 100)
+    for entry in [*entries[::step], *changed[:20]]:
+        if not _same_content(source / entry.rel, restored / entry.rel, entry.size):
+            return f"content differs: {entry.rel}"
+    return None
+
+
+def _walk_files(root: Path) -> Iterator[tuple[str, int]]:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    yield entry.path, entry.stat(follow_symlinks=False).st_size
+
+
+# --- the scenario -------------------------------------------------------------------------------
+
+STEPS = ("init", "full_backup", "nochange_backup", "change_backup", "restore")
+
+
+@dataclass
+class ToolRun:
+    """Everything measured for one tool, one dataset, one run."""
+
+    tool: str
+    dataset: str
+    run: int
+    steps: dict[str, Measurement] = field(default_factory=dict)
+    repo_full: Usage | None = None
+    repo_final: Usage | None = None
+    client_cache: Usage | None = None
+    restore_check: str | None = None  # None: verified; else what went wrong
+    failed: str | None = None  # the step that failed, with its stderr tail
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_scenario(
+    tool: Tool,
+    dataset: Dataset,
+    entries: list[FileEntry],
+    changed: list[FileEntry],
+    change: Callable[[], AbstractContextManager[None]],
+    work: Path,
+    number: int,
+    log: Callable[[str], None],
+) -> ToolRun:
+    """Fresh repository: full backup, no-change backup, backup after the 1 % change, restore."""
+    result = ToolRun(tool=tool.name, dataset=dataset.name, run=number)
+    folder = work / tool.name
+    paths = Paths.under(folder)
+    for path in (paths.home / "tmp", paths.restore):
+        path.mkdir(parents=True)
+    env = {**base_environment(paths.home), **tool.environment(paths)}
+    logs = folder / "logs"
+
+    def step(name: str, command: Command) -> bool:
+        os.sync()  # flush earlier writes (dataset changes, previous step) outside the timing
+        measured = run_measured(command, env, logs, name)
+        result.steps[name] = measured
+        if measured.ok:
+            log(
+                f"{tool.name:>6} {name:<16} {measured.wall_seconds:9.2f} s  "
+                f"{measured.peak_rss_bytes / 2**20:8.0f} MiB RSS"
+            )
+            return True
+        result.failed = f"{name}: exit {measured.returncode}: {measured.stderr_tail[-600:]}"
+        log(
+            f"{tool.name:>6} {name:<16} FAILED (exit {measured.returncode})\n"
+            f"{measured.stderr_tail[-600:]}"
+        )
+        return False
+
+    try:
+        if not step("init", tool.init(paths)):
+            return result
+        if not step("full_backup", tool.backup(paths, dataset.root, 1)):
+            return result
+        result.repo_full = disk_usage(paths.repo)
+        if not step("nochange_backup", tool.backup(paths, dataset.root, 2)):
+            return result
+        with change():
+            if not step("change_backup", tool.backup(paths, dataset.root, 3)):
+                return result
+            result.repo_final = disk_usage(paths.repo)
+            result.client_cache = disk_usage(paths.home)
+            if not step("restore", tool.restore(paths, 3)):
+                return result
+            # the restored snapshot is the changed one: compare while the change is applied
+            result.restore_check = verify_restore(
+                entries, changed, dataset.root, restored_root(paths, dataset.root)
+            )
+        if result.restore_check:
+            result.failed = f"restore check: {result.restore_check}"
+            log(f"{tool.name:>6} restore check FAILED: {result.restore_check}")
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,313 @@
+"""Figures, medians, target checks, the printed table and the JSON results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from measure import ToolRun
+
+MiB = 2**20
+GB = 10**9
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    show: Callable[[float], str]
+    higher_is_better: bool = False
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s"
+
+
+def _mib(value: float) -> str:
+    return f"{value / MiB:,.0f} MiB" if value >= 10 * MiB else f"{value / MiB:.2f} MiB"
+
+
+FIGURES = [
+    Figure("full_backup_s", "full backup", _seconds),
+    Figure("nochange_backup_s", "no-change incremental", _seconds),
+    Figure("change_backup_s", "incremental, 1% files changed", _seconds),
+    Figure("restore_s", "full restore", _seconds),
+    Figure("full_backup_mib_s", "full backup throughput", lambda v: f"{v:,.1f} MiB/s", True),
+    Figure("full_backup_cpu_s", "full backup CPU (user+sys)", _seconds),
+    Figure("repo_full_bytes", "repository size, after full", _mib),
+    Figure("repo_final_bytes", "repository size, after 3 backups", _mib),
+    Figure("rss_backup_bytes", "peak RSS, backups (max of 3)", _mib),
+    Figure("rss_restore_bytes", "peak RSS, restore", _mib),
+    Figure("client_cache_bytes", "client-side cache/home size", _mib),
+]
+BY_KEY = {figure.key: figure for figure in FIGURES}
+
+
+def figures_of(run: ToolRun, dataset_bytes: int) -> dict[str, float]:
+    """The table's figures for one tool run; a figure whose step failed is absent."""
+    steps = {name: step for name, step in run.steps.items() if step.ok}
+    out: dict[str, float] = {}
+    for key, name in (
+        ("full_backup_s", "full_backup"),
+        ("nochange_backup_s", "nochange_backup"),
+        ("change_backup_s", "change_backup"),
+        ("restore_s", "restore"),
+    ):
+        if name in steps:
+            out[key] = steps[name].wall_seconds
+    if "full_backup" in steps:
+        full = steps["full_backup"]
+        out["full_backup_mib_s"] = dataset_bytes / MiB / max(full.wall_seconds, 1e-9)
+        out["full_backup_cpu_s"] = full.user_seconds + full.sys_seconds
+    backups = [
+        steps[name].peak_rss_bytes
+        for name in ("full_backup", "nochange_backup", "change_backup")
+        if name in steps
+    ]
+    if backups:
+        out["rss_backup_bytes"] = max(backups)
+    if "restore" in steps:
+        out["rss_restore_bytes"] = steps["restore"].peak_rss_bytes
+    if run.repo_full:
+        out["repo_full_bytes"] = run.repo_full.disk_bytes
+    if run.repo_final:
+        out["repo_final_bytes"] = run.repo_final.disk_bytes
+    if run.client_cache:
+        out["client_cache_bytes"] = run.client_cache.disk_bytes
+    return out
+
+
+Medians = dict[str, dict[str, dict[str, float]]]  # dataset -> figure -> tool -> median
+
+
+def medians(runs: list[ToolRun], sizes: dict[str, int]) -> Medians:
+    collected: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for run in runs:
+        for key, value in figures_of(run, sizes[run.dataset]).items():
+            collected.setdefault(run.dataset, {}).setdefault(key, {}).setdefault(
+                run.tool, []
+            ).append(value)
+    return {
+        dataset: {
+            key: {tool: statistics.median(values) for tool, values in per_tool.items()}
+            for key, per_tool in per_figure.items()
+        }
+        for dataset, per_figure in collected.items()
+    }
+
+
+def completed(runs: list[ToolRun]) -> dict[str, dict[str, tuple[int, int]]]:
+    """dataset -> tool -> (runs that completed every step and verified, runs)."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for run in runs:
+        done, total = out.setdefault(run.dataset, {}).get(run.tool, (0, 0))
+        ok = run.failed is None and "restore" in run.steps
+        out[run.dataset][run.tool] = (done + ok, total + 1)
+    return out
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    datasets: tuple[str, ...] | None  # None: every dataset
+    key: str  # a figure key, or "completed"
+    text: str
+    max_ratio: float | None = None  # roost <= max_ratio x restic (time, size, RSS)
+    min_ratio: float | None = None  # roost >= min_ratio x restic (throughput)
+    max_value: float | None = None  # roost < max_value (absolute)
+
+
+TARGETS = [
+    Target(("source",), "full_backup_s", "<= 0.6 x restic", max_ratio=0.6),
+    Target(("source",), "nochange_backup_s", "<= 0.5 x restic", max_ratio=0.5),
+    Target(("source",), "restore_s", "<= 0.6 x restic", max_ratio=0.6),
+    Target(None, "repo_full_bytes", "<= restic", max_ratio=1.0),
+    Target(None, "repo_final_bytes", "<= restic", max_ratio=1.0),
+    Target(None, "rss_backup_bytes", "<= restic", max_ratio=1.0),
+    Target(("small",), "completed", "completes"),
+    Target(("small",), "rss_backup_bytes", "< 1 GB", max_value=GB),
+    Target(("small",), "rss_restore_bytes", "< 1 GB", max_value=GB),
+    Target(("small",), "nochange_backup_s", "<= 0.5 x restic", max_ratio=0.5),
+    Target(("large",), "full_backup_mib_s", ">= restic", min_ratio=1.0),
+]
+
+
+def check_targets(
+    dataset: str, values: dict[str, dict[str, float]], done: dict[str, tuple[int, int]]
+) -> dict[str, list[str]]:
+    """figure key -> ["<target> PASS|FAIL|n/a", ...] for this dataset."""
+    out: dict[str, list[str]] = {}
+    for target in TARGETS:
+        if target.datasets is not None and dataset not in target.datasets:
+            continue
+        out.setdefault(target.key, []).append(f"{target.text}: {_verdict(target, values, done)}")
+    return out
+
+
+def _verdict(
+    target: Target, values: dict[str, dict[str, float]], done: dict[str, tuple[int, int]]
+) -> str:
+    if target.key == "completed":
+        ok, total = done.get("roost", (0, 0))
+        return "PASS" if total and ok == total else "FAIL"
+    roost = values.get(target.key, {}).get("roost")
+    if roost is None:
+        return "FAIL (roost did not finish)"
+    if target.max_value is not None:
+        return "PASS" if roost < target.max_value else "FAIL"
+    restic = values.get(target.key, {}).get("restic")
+    if not restic:
+        return "n/a (no restic figure)"
+    ratio = roost / restic
+    if target.max_ratio is not None:
+        return "PASS" if ratio <= target.max_ratio else "FAIL"
+    assert target.min_ratio is not None
+    return "PASS" if ratio >= target.min_ratio else "FAIL"
+
+
+# --- machine and tool description ------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    memory = 0
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemTotal:"):
+                memory = int(line.split()[1]) * 1024
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                "",
+            )
+    except OSError:
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_bytes": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def header_lines(meta: dict[str, Any]) -> list[str]:
+    host = meta["machine"]
+    lines = [
+        f"Roost benchmark  {meta['date']}",
+        f"machine: {host['hostname']}, {host['cores']} cores ({host['cores_usable']} usable)"
+        f" {host['cpu_model']}, {host['memory_bytes'] / 2**30:.1f} GiB RAM, "
+        f"Linux {host['kernel']}, Python {host['python']}",
+    ]
+    for name, tool in meta["tools"].items():
+        lines.append(f"{name:>6}: {tool['version']}; compression: {tool['compression']}")
+    lines.append(
+        f"cache: {meta['cache']}  runs: {meta['runs']}  datasets: {', '.join(meta['datasets'])}"
+    )
+    return lines
+
+
+def now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+# --- table and JSON ----------------------------------------------------------------------------
+
+
+def table(meta: dict[str, Any], runs: list[ToolRun], sizes: dict[str, int]) -> str:
+    values = medians(runs, sizes)
+    done = completed(runs)
+    tools = list(meta["tools"])
+    head = ["dataset", "figure (median)", *tools]
+    for other in ("restic", "borg"):
+        if "roost" in tools and other in tools:
+            head.append(f"roost/{other}")
+    head.append("target")
+    rows: list[list[str]] = []
+    for dataset in meta["datasets"]:
+        per_figure = values.get(dataset, {})
+        checks = check_targets(dataset, per_figure, done.get(dataset, {}))
+        for figure in FIGURES:
+            per_tool = per_figure.get(figure.key, {})
+            row = [dataset, figure.label]
+            row += [figure.show(per_tool[tool]) if tool in per_tool else "-" for tool in tools]
+            for other in ("restic", "borg"):
+                if "roost" in tools and other in tools:
+                    row.append(_ratio(per_tool.get("roost"), per_tool.get(other)))
+            row.append("; ".join(checks.get(figure.key, [])))
+            rows.append(row)
+        counts = done.get(dataset, {})
+        row = [dataset, "runs completed and verified"]
+        row += [f"{counts[t][0]}/{counts[t][1]}" if t in counts else "-" for t in tools]
+        row += [""] * (len(head) - len(row) - 1)
+        row.append("; ".join(checks.get("completed", [])))
+        rows.append(row)
+    return _render(head, rows)
+
+
+def _ratio(roost: float | None, other: float | None) -> str:
+    if roost is None or not other:
+        return "-"
+    return f"{roost / other:.2f}"
+
+
+def _render(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(line[col]) for line in [head, *rows]) for col in range(len(head))]
+    numeric = set(range(2, len(head) - 1))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[col]) if col in numeric else cell.ljust(widths[col])
+            for col, cell in enumerate(cells)
+        ).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(head), rule, *(line(row) for row in rows)])
+
+
+def results_json(
+    meta: dict[str, Any], runs: list[ToolRun], sizes: dict[str, int]
+) -> dict[str, Any]:
+    values = medians(runs, sizes)
+    done = completed(runs)
+    targets = []
+    for dataset in meta["datasets"]:
+        for key, verdicts in check_targets(
+            dataset, values.get(dataset, {}), done.get(dataset, {})
+        ).items():
+            targets += [
+                {"dataset": dataset, "figure": key, "check": verdict} for verdict in verdicts
+            ]
+    return {
+        "meta": meta,
+        "figures": {figure.key: figure.label for figure in FIGURES},
+        "runs": [{**run.to_json(), "figures": figures_of(run, sizes[run.dataset])} for run in runs],
+        "medians": values,
+        "completed": {
+            ds: {tool: list(pair) for tool, pair in per.items()} for ds, per in done.items()
+        },
+        "targets": targets,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    temp.replace(path)

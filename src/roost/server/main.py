@@ -1,0 +1,72 @@
+"""``run_server(settings)``: what `roost server` does — prepare, print how to connect, serve."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from roost.errors import UsageError
+from roost.server.app import create_app, prepare_state
+from roost.server.config import ServerSettings
+from roost.server.security import ensure_certificate, fingerprint
+from roost.server.state import ServerState
+
+INSECURE_REMOTE = (
+    "--insecure-http is allowed only with a loopback --bind (127.0.0.1, ::1 or localhost): "
+    "agents would send credentials and repository keys in clear text"
+)
+
+
+def prepare_tls(settings: ServerSettings) -> str | None:
+    """The certificate's SHA-256 fingerprint (self-signed on first start), None over HTTP."""
+    if settings.insecure_http:
+        if not settings.bind_is_loopback:
+            raise UsageError(INSECURE_REMOTE)
+        return None
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise UsageError("give both --tls-cert and --tls-key, or neither for a self-signed one")
+    if settings.tls_cert is not None:
+        if not settings.cert_path.is_file() or not settings.key_path.is_file():
+            raise UsageError(f"{settings.cert_path} or {settings.key_path} does not exist")
+        return fingerprint(settings.cert_path.read_bytes())
+    return ensure_certificate(settings.cert_path, settings.key_path)
+
+
+def banner(settings: ServerSettings, state: ServerState, tls_fingerprint: str | None) -> str:
+    host, port = settings.host_port
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    scheme = "http" if tls_fingerprint is None else "https"
+    lines = [f"Roost server listening on {scheme}://{shown}:{port}/"]
+    if tls_fingerprint is not None:
+        lines.append(f"TLS certificate fingerprint (SHA-256): {tls_fingerprint}")
+    else:
+        lines.append("WARNING: plain HTTP (--insecure-http); use it for local tests only")
+    if state.boot.admin_password is not None:
+        lines.append(f"First start: user 'admin', password: {state.boot.admin_password}")
+        lines.append("This password is shown only once; change it or note it now.")
+    return "\n".join(lines)
+
+
+def run_server(settings: ServerSettings, echo: Callable[[str], None] = print) -> None:
+    """Bootstrap, migrate, print the URL and fingerprint, and serve until interrupted."""
+    tls_fingerprint = prepare_tls(settings)  # refuse a bad setup before touching anything
+    host, port = settings.host_port
+    state = prepare_state(settings)
+    app = create_app(settings, state=state)
+    echo(banner(settings, state, tls_fingerprint))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tls = (
+        {}
+        if tls_fingerprint is None
+        else {
+            "ssl_certfile": str(settings.cert_path),
+            "ssl_keyfile": str(settings.key_path),
+        }
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", **tls)  # type: ignore[arg-type]

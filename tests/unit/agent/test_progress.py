@@ -1,0 +1,100 @@
+"""Meter: throttled progress events, rate and ETA from an injected clock, cancel points."""
+
+from __future__ import annotations
+
+import pytest
+from tests.unit.agent.fake_server import FakeServer
+
+from roost.agent.api import ServerApi
+from roost.agent.progress import BackupEvents, Meter, RestoreEvents
+from roost.agent.reporting import JobCancelled, JobReporter
+from roost.protocol.agent_api import JobEvent, Progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def progress_events(server: FakeServer) -> list[Progress]:
+    return [e.progress for e in server.events["j"] if e.progress is not None]
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer()
+
+
+def meter(server: FakeServer, clock: Clock, total: int | None = 1000) -> Meter:
+    reporter = JobReporter(ServerApi(server.client()), "j")
+    return Meter(reporter, total_bytes=total, clock=clock, interval=1.0)
+
+
+def test_at_most_one_event_per_interval_with_rate_and_eta(server: FakeServer) -> None:
+    clock = Clock()
+    m = meter(server, clock)
+    events = BackupEvents(m)
+    for now, size in [(0.25, 100), (0.5, 100), (1.0, 50), (1.5, 50), (2.0, 200)]:
+        clock.now = now
+        events.bytes_done(size)
+    events.file_done(b"/f", "new")
+    assert progress_events(server) == [
+        Progress(files_done=0, bytes_done=250, rate=250.0, eta_seconds=3.0),
+        Progress(files_done=0, bytes_done=500, rate=250.0, eta_seconds=2.0),
+    ]
+    m.flush()
+    assert progress_events(server)[-1] == Progress(
+        files_done=1, bytes_done=500, rate=250.0, eta_seconds=2.0
+    )
+
+
+def test_no_eta_without_a_total(server: FakeServer) -> None:
+    clock = Clock()
+    m = meter(server, clock, total=None)
+    clock.now = 2.0
+    m.add(files=1, size=100)
+    assert progress_events(server) == [Progress(files_done=1, bytes_done=100, rate=50.0)]
+
+
+def test_eta_never_negative_when_more_was_read_than_estimated(server: FakeServer) -> None:
+    clock = Clock()
+    m = meter(server, clock, total=10)
+    clock.now = 1.0
+    m.add(size=50)
+    assert progress_events(server)[0].eta_seconds == 0.0
+
+
+def test_cancel_answer_raises_from_the_callback(server: FakeServer) -> None:
+    server.cancel_when = lambda _job, _event: "cancelled by admin"
+    clock = Clock()
+    events = BackupEvents(meter(server, clock))
+    clock.now = 1.0
+    with pytest.raises(JobCancelled) as err:
+        events.bytes_done(1)
+    assert (err.value.reason, err.value.state) == ("cancelled by admin", "cancelled")
+    with pytest.raises(JobCancelled):  # and at every later callback, without asking again
+        events.file_done(b"/f", "new")
+    assert len(server.events["j"]) == 1
+
+
+def test_final_flush_can_skip_the_cancel_check(server: FakeServer) -> None:
+    server.cancel_when = lambda _job, _event: "too late"
+    m = meter(server, Clock())
+    m.flush(check_cancel=False)
+    assert len(progress_events(server)) == 1
+
+
+def test_restore_warnings_become_log_lines(server: FakeServer) -> None:
+    clock = Clock()
+    m = meter(server, clock)
+    events = RestoreEvents(m)
+    events.warning(b"/t/caf\xe9", "cannot set owner")
+    m.reporter.send(JobEvent())
+    assert events.warnings == 1
+    lines = [line for e in server.events["j"] for line in e.log]
+    assert [(line.level, line.message) for line in lines] == [
+        ("warning", "/t/caf\\xe9: cannot set owner")
+    ]
