@@ -159,14 +159,18 @@ def _small_file_size(index: int) -> int:
 def _build_small_dir(root: Path, folder: int, files: int, corpus: bytes) -> None:
     sub = root / f"d{folder // 100:02d}" / f"d{folder:04d}"  # 10 x 100 dirs of 1000 files
     sub.mkdir(parents=True)
+    prefix = f"{sub}/f"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     for number in range(files):
         index = folder * files + number
         header = f"small file {folder:04d}/{number:04d} #{index}\n".encode()
         size = _small_file_size(index)
         offset = (index * 7919) % (len(corpus) - 2 * KiB)
-        body = corpus[offset : offset + size - len(header)]
-        with open(sub / f"f{number:04d}.txt", "wb") as out:
-            out.write(header + body)
+        handle = os.open(f"{prefix}{number:04d}.txt", flags, 0o644)
+        try:
+            os.write(handle, header + corpus[offset : offset + size - len(header)])
+        finally:
+            os.close(handle)
 
 
 def _build_small(
@@ -309,6 +313,8 @@ def changed(dataset: Dataset, files: list[FileEntry], cache: Path) -> Iterator[N
 
 
 def _undo(journal: Path) -> None:
+    if not journal.exists():
+        return
     record = json.loads(journal.read_text())
     root = Path(record["root"])
     store = journal.parent / "files"

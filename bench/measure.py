@@ -151,8 +151,7 @@ def _stop(pid: int) -> None:
 def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) -> Measurement:
     """Run one command to completion; stdout and stderr go to files under ``logs``."""
     _become_subreaper()
-    if _own_children():
-        raise RuntimeError("run_measured needs this process to have no other children")
+    earlier = set(_own_children())  # e.g. a daemon some tool left behind, re-parented to us
     logs.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logs / f"{label}.out", logs / f"{label}.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -167,8 +166,8 @@ def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) 
         )
         if launcher.wait() != 0:
             raise RuntimeError(f"{SETSID} -f failed with exit {launcher.returncode}")
-        tools = _own_children()  # the tool, re-parented to us (maybe already a zombie)
-        if len(tools) != 1:
+        tools = sorted(set(_own_children()) - earlier)  # the tool, re-parented to us
+        if len(tools) != 1:  # (listed even if it already exited: zombies stay children)
             raise RuntimeError(f"expected one re-parented child, found {tools}")
         pid = tools[0]
         sampler = _TreeRssSampler(pid)

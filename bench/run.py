@@ -200,4 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (the dataset is restored, the work directory removed)", flush=True)
+        sys.exit(130)

@@ -42,6 +42,7 @@ def make_settings(home: Path, db_url: str | None = None, **overrides: Any) -> Se
         "poll_wait_seconds": 2.0,
         "poll_recheck_seconds": 0.05,
         "insecure_http": True,
+        "session_hours": 24 * 30.0,  # tests move the clock by days
     }
     values.update(overrides)
     return ServerSettings(**values)

@@ -29,7 +29,7 @@ from types import TracebackType
 from roost.agent.context import JobContext, open_repository
 from roost.agent.paths import PathMap, from_wire, to_wire
 from roost.agent.platform import Platform, has_parent_reference
-from roost.agent.progress import BackupEvents, Meter
+from roost.agent.progress import BackupEvents, Meter, UploadActivity
 from roost.agent.reporting import JobReporter, Outcome, describe_error
 from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
 from roost.agent.snapshots.base import live_snapshot
@@ -49,11 +49,12 @@ MAX_REASON = 500
 
 def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Outcome:
     sources = backup_sources(ctx.platform, job.paths)
-    repo = open_repository(ctx, job.bandwidth_limit)
+    uploads = UploadActivity(reporter)
+    repo = open_repository(ctx, job.bandwidth_limit, uploads)
     reporter.send(JobEvent(state="running"))
     reporter.raise_if_cancelled()
     with SnapshotScope(ctx, job, sources, reporter) as scope:
-        return _archive(ctx, job, reporter, repo, scope)
+        return _archive(ctx, job, reporter, repo, scope, uploads)
 
 
 def backup_sources(platform: Platform, paths: list[str]) -> list[str]:
@@ -131,6 +132,7 @@ def _archive(
     reporter: JobReporter,
     repo: Repository,
     scope: SnapshotScope,
+    uploads: UploadActivity,
 ) -> Outcome:
     mapping = scope.paths
     rules = ExcludeRules.build(job.excludes)
@@ -142,6 +144,7 @@ def _archive(
     reporter.raise_if_cancelled()
     options = backup_options(repo, job, rules, mapping, ctx.platform.hostname, reporter)
     meter = Meter(reporter, total_bytes=size, clock=ctx.clock, interval=ctx.progress_interval)
+    uploads.meter = meter
     archiver = Archiver(repo, options, BackupEvents(meter), workers=ctx.archiver_workers)
     started = ctx.clock()
     snapshot, summary = archiver.run(read_paths)

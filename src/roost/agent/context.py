@@ -48,7 +48,11 @@ class JobContext:
         return ServerApi(self.client)
 
 
-def open_repository(ctx: JobContext, bandwidth_limit: int | None) -> Repository:
+def open_repository(
+    ctx: JobContext,
+    bandwidth_limit: int | None,
+    on_send: Callable[[int], None] | None = None,
+) -> Repository:
     """The organisation's repository over the data API; the key is kept in memory only."""
     material = ctx.api.repository()
     key = Key(MasterKey.from_json(material.master_key))
@@ -58,5 +62,6 @@ def open_repository(ctx: JobContext, bandwidth_limit: int | None) -> Repository:
         ctx.api.base_url,
         bandwidth_limit=bandwidth_limit,
         retry_sleep=ctx.retry_sleep,
+        on_send=on_send,
     )
     return Repository(backend, key, config)

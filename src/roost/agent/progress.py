@@ -2,7 +2,11 @@
 
 The callbacks are also the job's cancellation points: the archiver and the restorer call them
 for every file and every chunk, so raising :class:`JobCancelled` from one stops the work within
-a chunk. (Restore callbacks run in the restorer's worker threads, hence the lock.)
+a chunk. The archiver reads ahead of its uploads, though: once the last file is read it waits
+for the remaining packs to upload, and calls nothing. So uploads tick the meter too
+(:class:`UploadActivity`, called for every 64 KiB sent): progress keeps flowing and a cancel
+stops a long, throttled upload within a piece. Callbacks come from several threads (restore
+workers, upload workers), hence the lock.
 """
 
 from __future__ import annotations
@@ -41,13 +45,18 @@ class Meter:
         self._lock = threading.Lock()
 
     def add(self, files: int = 0, size: int = 0) -> None:
+        """Count, send if an interval has passed, and raise JobCancelled if asked to stop."""
         with self._lock:
             self.files += files
             self.bytes += size
-            due = self._clock() - self._last_sent >= self._interval
-        self.reporter.raise_if_cancelled()
+            now = self._clock()
+            due = now - self._last_sent >= self._interval
+            if due:  # decided under the lock, so two threads never both send
+                self._last_sent = now
+                current = self.current()
         if due:
-            self.flush()
+            self.reporter.send(JobEvent(progress=current))
+        self.reporter.raise_if_cancelled()
 
     def flush(self, *, check_cancel: bool = True) -> None:
         """Send the current numbers now; raise JobCancelled if the answer says so."""
@@ -65,6 +74,21 @@ class Meter:
         if self.total_bytes is not None and rate > 0:
             eta = max(0.0, (self.total_bytes - self.bytes) / rate)
         return Progress(files_done=self.files, bytes_done=self.bytes, rate=rate, eta_seconds=eta)
+
+
+class UploadActivity:
+    """Called by the remote storage for every piece it sends (see the module docstring).
+    Until the meter exists (before the estimate) it only checks for a cancel."""
+
+    def __init__(self, reporter: JobReporter) -> None:
+        self.reporter = reporter
+        self.meter: Meter | None = None
+
+    def __call__(self, size: int) -> None:
+        if self.meter is not None:
+            self.meter.add()
+        else:
+            self.reporter.raise_if_cancelled()
 
 
 class BackupEvents(BackupProgress):

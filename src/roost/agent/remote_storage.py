@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from roost.agent.api import describe_transport_error, error_detail
-from roost.agent.throttle import RateLimiter
+from roost.agent.throttle import CHUNK, RateLimiter
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend, ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
@@ -33,11 +33,19 @@ OVERWRITE_HEADER = "X-Roost-Overwrite"
 
 class RemoteBackend:
     def __init__(
-        self, client: httpx.Client, base_url: str, *, limiter: RateLimiter | None = None
+        self,
+        client: httpx.Client,
+        base_url: str,
+        *,
+        limiter: RateLimiter | None = None,
+        on_send: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/") + "/storage"
         self._limiter = limiter
+        # Called with the size of every piece of a body before it is sent; it may raise to
+        # abort the upload (a cancelled job), and it keeps progress alive during uploads.
+        self._on_send = on_send
 
     def describe(self) -> str:
         return self._base
@@ -47,8 +55,7 @@ class RemoteBackend:
         headers = {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"}
         if overwrite:
             headers[OVERWRITE_HEADER] = "1"
-        body = self._limiter.paced(bytes(data)) if self._limiter else bytes(data)
-        response = self._send("PUT", key, content=body, headers=headers)
+        response = self._send("PUT", key, content=self._body(bytes(data)), headers=headers)
         if response.status_code == 412:
             raise ObjectExists(f"{self._where(key)} already exists")
         self._check(response, "store", key, ok=(200, 201, 204))
@@ -100,6 +107,21 @@ class RemoteBackend:
         self._check(response, "delete", key, ok=(200, 204))
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _body(self, data: bytes) -> bytes | Iterator[bytes]:
+        if self._limiter is None and self._on_send is None:
+            return data
+        return self._pieces(data)
+
+    def _pieces(self, data: bytes) -> Iterator[bytes]:
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            piece = bytes(view[start : start + CHUNK])
+            if self._on_send is not None:
+                self._on_send(len(piece))
+            if self._limiter is not None:
+                self._limiter.acquire(len(piece))
+            yield piece
 
     def _send(
         self,
@@ -154,8 +176,9 @@ def remote_storage(
     bandwidth_limit: int | None = None,
     retry_attempts: int = 5,
     retry_sleep: Callable[[float], None] = time.sleep,
+    on_send: Callable[[int], None] | None = None,
 ) -> Backend:
     """The backend a job uses: the data API, rate limited if asked, retried on failures."""
     limiter = RateLimiter(bandwidth_limit) if bandwidth_limit else None
-    inner = RemoteBackend(client, base_url, limiter=limiter)
+    inner = RemoteBackend(client, base_url, limiter=limiter, on_send=on_send)
     return RetryingBackend(inner, attempts=retry_attempts, sleep=retry_sleep)

@@ -45,6 +45,23 @@ class BackupOptions:
     tags: list[str] = field(default_factory=list)
     hostname: str | None = None
     read_xattrs: bool = True
+    # read path -> recorded path: read a source from a filesystem snapshot (btrfs, LVM, VSS)
+    # while the snapshot records, and restores to, the path the user asked for
+    path_map: dict[bytes, bytes] = field(default_factory=dict)
+
+    def recorded(self, read_path: bytes) -> bytes:
+        return _translate(read_path, self.path_map)
+
+    def read_path(self, recorded_path: bytes) -> bytes:
+        return _translate(recorded_path, {v: k for k, v in self.path_map.items()})
+
+
+def _translate(path: bytes, roots: dict[bytes, bytes]) -> bytes:
+    """Replace the longest root in ``roots`` that ``path`` lies within by its mapping."""
+    for root in sorted(roots, key=len, reverse=True):
+        if path == root or path.startswith(root.rstrip(b"/") + b"/"):
+            return roots[root] + path[len(root) :]
+    return path
 
 
 @dataclass
@@ -122,7 +139,7 @@ class Archiver:
         self.checkpoint_seconds = checkpoint_seconds
 
     def run(self, sources: Iterable[str | bytes]) -> tuple[Snapshot, BackupSummary]:
-        paths = normalise_sources(sources)
+        paths = normalise_sources(sources)  # the paths read, maybe inside a snapshot
         with Lease(self.repo, "backup"):
             index = self.repo.load_index()
             adopt_orphan_packs(self.repo, index)
@@ -137,7 +154,9 @@ class Archiver:
             self.repo, saver, self._settings(), self.progress, counters, readers=self.readers
         )
         try:
-            root = self._save_virtual(walker, b"/", _virtual_layout(paths), self._parent_root())
+            recorded = sorted(self.options.recorded(p) for p in paths)
+            layout = _virtual_layout(recorded)
+            root = self._save_virtual(walker, b"/", layout, self._parent_root())
             saver.flush()
         finally:
             walker.close()
@@ -146,7 +165,11 @@ class Archiver:
         stats = saver.stats
         summary.bytes_new, summary.bytes_stored = stats.bytes_new_raw, stats.bytes_stored
         summary.blobs_new, summary.packs_written = stats.blobs_new, stats.packs_written
-        snap = self._snapshot(paths, root, summary, counters.missed)
+        missed = [
+            {**m, "path": os.fsdecode(self.options.recorded(os.fsencode(m["path"])))}
+            for m in counters.missed
+        ]
+        snap = self._snapshot(recorded, root, summary, missed)
         self.repo.save_snapshot(snap)
         return snap, summary
 
@@ -154,7 +177,8 @@ class Archiver:
         force = set(self.options.force_read)
         if self.options.parent is not None:
             force.update(os.fsencode(m["path"]) for m in self.options.parent.missed)
-        return WalkSettings(self.options.rules, self.options.read_xattrs, frozenset(force))
+        in_read_space = frozenset(self.options.read_path(p) for p in force)
+        return WalkSettings(self.options.rules, self.options.read_xattrs, in_read_space)
 
     def _snapshot(
         self, paths: list[bytes], root: bytes, summary: BackupSummary, missed: list[dict[str, str]]
@@ -188,8 +212,9 @@ class Archiver:
         for name, sub in sorted(layout.items()):
             child_path = os.path.join(path, name)
             if sub is None:
-                root_dev = os.lstat(child_path).st_dev
-                walker.save_entry_blocking(child_path, name, root_dev, old.get(name), children)
+                read_path = self.options.read_path(child_path)
+                root_dev = os.lstat(read_path).st_dev
+                walker.save_entry_blocking(read_path, name, root_dev, old.get(name), children)
             else:
                 assert isinstance(sub, dict)
                 children.append(self._virtual_dir(walker, child_path, name, sub, old.get(name)))

@@ -29,6 +29,9 @@ from roost.engine.uploader import BlobSaver
 from roost.errors import RoostError
 
 
+SNAPSHOT_PREFIX = b".roost-snap-"
+
+
 @dataclass
 class _Linked:
     """A later name of a hardlinked inode: takes the content of the first name once known."""
@@ -139,7 +142,10 @@ class Walker:
 
     def _excluded(self, rel: bytes, st: os.stat_result) -> bool:
         rules = self.options.rules
-        if rules.excludes_path(rel, stat.S_ISDIR(st.st_mode)):
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir and os.path.basename(rel).startswith(SNAPSHOT_PREFIX):
+            return True  # a Roost btrfs snapshot of another job, living inside the subvolume
+        if rules.excludes_path(rel, is_dir):
             return True
         return stat.S_ISREG(st.st_mode) and rules.excludes_size(st.st_size)
 

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.postgres import postgres_url_fixture
 from tests.helpers.server import ADMIN_PASSWORD, Harness, make_settings, running_server
 

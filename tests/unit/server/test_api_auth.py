@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
+from tests.helpers.server import ADMIN_PASSWORD, Harness
 
 from roost.server import auth
 from roost.server.catalog.models import User
 from roost.server.catalog.queries import users
+from roost.server.config import ServerSettings
 from roost.server.security import hash_password
-from tests.helpers.server import ADMIN_PASSWORD, Harness
 
 
 def enroll_body(token: str, name: str = "fs1") -> dict[str, str]:
@@ -22,7 +21,7 @@ def test_login_returns_a_token_that_opens_admin_routes(server: Harness) -> None:
         "/api/v1/login", json={"username": "admin", "password": ADMIN_PASSWORD}
     )
     assert reply.status_code == 200
-    assert reply.json()["expires_at"] == "2026-03-03T00:00:00Z"  # 12 h session
+    assert reply.json()["expires_at"] == "2026-04-01T12:00:00Z"  # 30-day test sessions
     headers = {"Authorization": f"Bearer {reply.json()['token']}"}
     assert server.client.get("/api/v1/agents", headers=headers).status_code == 200
 
@@ -36,7 +35,7 @@ def test_wrong_login_is_refused_the_same_way(server: Harness, username: str) -> 
 
 def test_expired_session_and_missing_credentials_are_401(server: Harness) -> None:
     headers = server.admin
-    server.clock.advance(hours=13)
+    server.clock.advance(days=31)
     reply = server.client.get("/api/v1/agents", headers=headers)
     assert (reply.status_code, reply.json()["detail"]) == (401, auth.BAD_SESSION)
     assert server.client.get("/api/v1/agents").status_code == 401
@@ -72,7 +71,9 @@ def test_viewer_may_read_but_not_change(server: Harness) -> None:
 
 def test_token_create_list_revoke(server: Harness) -> None:
     reply = server.client.post(
-        "/api/v1/tokens", json={"expires_in": 3600, "uses": 3, "note": "rack 4"}, headers=server.admin
+        "/api/v1/tokens",
+        json={"expires_in": 3600, "uses": 3, "note": "rack 4"},
+        headers=server.admin,
     )
     assert reply.status_code == 201
     created = reply.json()
@@ -162,4 +163,4 @@ def test_recovery_key_opens_the_repository(server: Harness) -> None:
 
 
 def test_session_lifetime_follows_settings(server: Harness) -> None:
-    assert timedelta(hours=server.state.settings.session_hours) == timedelta(hours=12)
+    assert ServerSettings().session_hours == 12

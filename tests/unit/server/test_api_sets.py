@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers.server import Harness
 
 from roost.server.sets import overlap
-from tests.helpers.server import Harness
 
 
 @pytest.fixture
@@ -90,9 +90,7 @@ def test_backup_now_with_an_offline_agent_stays_queued(fleet: Harness) -> None:
 def test_backup_now_of_a_disabled_set_or_agent_is_refused(fleet: Harness) -> None:
     fleet.client.post("/api/v1/sets/docs/disable", headers=fleet.admin)
     reply = fleet.client.post("/api/v1/sets/docs/backup", headers=fleet.admin)
-    assert reply.json() == {
-        "detail": "cannot back up docs: backup set disabled; enable it first"
-    }
+    assert reply.json() == {"detail": "cannot back up docs: backup set disabled; enable it first"}
     fleet.client.post("/api/v1/sets/docs/enable", headers=fleet.admin)
     agent = fleet.client.post("/api/v1/agents/fs1/disable", headers=fleet.admin).json()
     assert agent["state"] == "disabled"
@@ -106,6 +104,11 @@ def test_delete_needs_the_matching_confirm(fleet: Harness) -> None:
         "detail": "deleting backup set docs also deletes its snapshots; repeat with ?confirm=docs"
     }
     assert reply.status_code == 400
-    assert fleet.client.delete("/api/v1/sets/docs?confirm=doc", headers=fleet.admin).status_code == 400
-    assert fleet.client.delete("/api/v1/sets/docs?confirm=docs", headers=fleet.admin).status_code == 204
+    assert (
+        fleet.client.delete("/api/v1/sets/docs?confirm=doc", headers=fleet.admin).status_code == 400
+    )
+    assert (
+        fleet.client.delete("/api/v1/sets/docs?confirm=docs", headers=fleet.admin).status_code
+        == 204
+    )
     assert fleet.client.get("/api/v1/sets/docs", headers=fleet.admin).status_code == 404

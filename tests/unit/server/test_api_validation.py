@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from tests.helpers.server import Harness
 
 # (method, path, a valid body, who calls it). Bodies are valid so that adding one unknown
@@ -42,7 +41,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("/api/v1/sets", {"name": "bad name", "agent": "fs1", "paths": ["/srv"]}, "body.name"),
     ("/api/v1/restores", {"set": "s", "target": "/r", "conflict": "merge"}, "body.conflict"),
     ("/api/v1/agent/enroll", {"token": "short"}, "body.token"),
-    ("/api/v1/agent/poll", {"boot_id": "b", "hostname": "h", "os": "o", "version": "v", "wait_seconds": 999}, "body.wait_seconds"),
+    (
+        "/api/v1/agent/poll",
+        {"boot_id": "b", "hostname": "h", "os": "o", "version": "v", "wait_seconds": 999},
+        "body.wait_seconds",
+    ),
     ("/api/v1/agent/jobs/{job}/events", {"state": "exploded"}, "body.state"),
 ]
 

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from tests.helpers.server import Harness, make_settings, running_server
 
 from roost.server.app import prepare_state
 from roost.server.dispatch import AGENT_LOST, AGENT_RESTARTED, claim_jobs
 from roost.server.state import ServerState
-from tests.helpers.server import Harness, make_settings, running_server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

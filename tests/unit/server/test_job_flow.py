@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from tests.helpers.server import Harness
 
 from roost.server.catalog.models import Job
 from roost.server.errors import IllegalTransition
 from roost.server.jobs import transition
-from tests.helpers.server import Harness
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -175,9 +175,7 @@ def test_missed_files_are_stored_and_read_again_next_time(
         {"path": "/srv/docs/secret", "reason": "permission denied"},
     ]
     server.event("fs1", job_id, missed=missed)
-    server.event(
-        "fs1", job_id, state="succeeded_with_errors", result={"snapshot_id": "cd" * 32}
-    )
+    server.event("fs1", job_id, state="succeeded_with_errors", result={"snapshot_id": "cd" * 32})
     reply = server.client.get(f"/api/v1/jobs/{job_id}/missed", headers=server.admin)
     assert reply.json() == missed
     server.client.post("/api/v1/sets/docs/backup", headers=server.admin)

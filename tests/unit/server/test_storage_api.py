@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers.server import Harness
 
 from roost.server.orgrepo import org_prefix
-from tests.helpers.server import Harness
 
 PACK = "data/ab/" + "ab" * 32
 
@@ -85,7 +85,9 @@ def test_bad_range_is_400(agent: tuple[Harness, dict[str, str]]) -> None:
     server, headers = agent
     server.client.put(f"/api/v1/agent/storage/{PACK}", content=b"abc", headers=headers)
     for value in ("bytes=5-9", "lines=1-2", "bytes=-"):
-        reply = server.client.get(f"/api/v1/agent/storage/{PACK}", headers={**headers, "Range": value})
+        reply = server.client.get(
+            f"/api/v1/agent/storage/{PACK}", headers={**headers, "Range": value}
+        )
         assert reply.status_code == 400, value
 
 

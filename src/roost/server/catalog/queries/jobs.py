@@ -93,7 +93,7 @@ def last_snapshot_job(session: Session, set_id: str) -> Job | None:
             Job.state.in_(SNAPSHOT_STATES),
             Job.snapshot_id.is_not(None),
         )
-        .order_by(Job.finished_at.desc())
+        .order_by(Job.finished_at.desc(), Job.created_at.desc())
         .limit(1)
     )
     return session.scalars(stmt).first()
@@ -107,7 +107,7 @@ def last_finished_backup(session: Session, set_id: str) -> Job | None:
             Job.kind == "backup",
             Job.state.in_(FINAL_STATES - {"skipped"}),
         )
-        .order_by(Job.finished_at.desc())
+        .order_by(Job.finished_at.desc(), Job.created_at.desc())
         .limit(1)
     )
     return session.scalars(stmt).first()

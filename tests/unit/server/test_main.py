@@ -1,0 +1,46 @@
+"""`run_server` refuses unsafe setups before it touches anything and says how to connect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.helpers.server import FakeClock, make_settings
+
+from roost.errors import UsageError
+from roost.server.app import prepare_state
+from roost.server.main import INSECURE_REMOTE, banner, prepare_tls, run_server
+
+
+def test_insecure_http_needs_a_loopback_bind(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", bind="0.0.0.0:8443", insecure_http=True)
+    with pytest.raises(UsageError) as caught:
+        run_server(settings)
+    assert str(caught.value) == INSECURE_REMOTE
+    assert not (tmp_path / "home").exists()
+    for bind in ("127.0.0.1:8080", "[::1]:8080", "localhost:80"):
+        ok = make_settings(tmp_path / "home", bind=bind, insecure_http=True)
+        assert prepare_tls(ok) is None
+
+
+def test_tls_by_default_with_a_fingerprint(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", insecure_http=False, bind="0.0.0.0:9443")
+    fingerprint = prepare_tls(settings)
+    assert fingerprint is not None and settings.cert_path.exists()
+    state = prepare_state(settings, FakeClock())
+    text = banner(settings, state, fingerprint)
+    assert f"TLS certificate fingerprint (SHA-256): {fingerprint}" in text
+    assert ":9443/" in text and text.startswith("Roost server listening on https://")
+    state.db.dispose()
+
+
+def test_only_one_of_cert_and_key_is_refused(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", insecure_http=False, tls_cert=tmp_path / "c.pem")
+    with pytest.raises(UsageError, match="give both --tls-cert and --tls-key"):
+        prepare_tls(settings)
+
+
+def test_bad_bind_is_explained(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "home", bind="localhost")
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        settings.host_port
