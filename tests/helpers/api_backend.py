@@ -34,7 +34,7 @@ class ApiBackend:
     def get(self, key: str) -> bytes:
         reply = self.client.get(f"{BASE}/{key}", headers=self.headers)
         self._check(reply.status_code, key, reply.text)
-        return reply.content
+        return bytes(reply.content)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         if length == 0:
@@ -42,7 +42,7 @@ class ApiBackend:
         headers = {**self.headers, "Range": f"bytes={offset}-{offset + length - 1}"}
         reply = self.client.get(f"{BASE}/{key}", headers=headers)
         self._check(reply.status_code, key, reply.text)
-        return reply.content
+        return bytes(reply.content)
 
     def stat(self, key: str) -> ObjectInfo:
         reply = self.client.head(f"{BASE}/{key}", headers=self.headers)

@@ -8,6 +8,7 @@ Each test gets its own fresh database. Without PostgreSQL the tests skip, saying
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import secrets
@@ -55,20 +56,14 @@ class Cluster:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-U", "roost", "--auth=trust", "-E", "UTF8")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
+        log = str(self.root / "log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        atexit.register(self.stop)  # also on an interrupted session (Ctrl-C skips teardown)
         return f"postgresql+psycopg://roost@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
+        if not self.root.exists():
+            return  # stopped already
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:

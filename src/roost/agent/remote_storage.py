@@ -109,7 +109,7 @@ class RemoteBackend:
     # -- plumbing -------------------------------------------------------------------------
 
     def _body(self, data: bytes) -> bytes | Iterator[bytes]:
-        if self._limiter is None and self._on_send is None:
+        if not data or (self._limiter is None and self._on_send is None):
             return data
         return self._pieces(data)
 

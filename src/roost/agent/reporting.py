@@ -80,7 +80,7 @@ class JobReporter:
     ) -> None:
         self.api = api
         self.job_id = job_id
-        self._stop = stop or threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self._final_retry_seconds = final_retry_seconds
         # Waiting on the stop event means a stopping agent does not sit out a long backoff.
         self._wait = wait if wait is not None else self._stop.wait

@@ -201,7 +201,7 @@ class AgentRunner:
         started = self._clock()
         try:
             jobs = self.poll()
-        except (AgentError, ServerRefused) as exc:
+        except AgentError as exc:  # ServerRefused and ServerUnreachable included
             self._failed(exc)
             return self.backoff.next_delay()
         self._connected()
@@ -223,7 +223,8 @@ class AgentRunner:
             os=self.platform.os_name,
             version=__version__,
             running_jobs=self.slots.active_ids()[:100],
-            wait_seconds=self.poll_wait,
+            # The first poll returns at once, so a bad pin or credentials show up at start.
+            wait_seconds=self.poll_wait if self._was_connected else 0.0,
         )
         return ServerApi(self.client).poll(request).jobs
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-CHUNK = 64 * 1024  # bodies are released in pieces this big, so the link is never flooded
+CHUNK = 64 * 1024  # upload bodies are released in pieces this big: the link is never flooded
 
 
 class RateLimiter:
@@ -48,11 +48,3 @@ class RateLimiter:
         if wait > 0:
             self._sleep(wait)
         return wait
-
-    def paced(self, data: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Yield ``data`` in pieces, each released only when the bucket allows it."""
-        view = memoryview(data)
-        for start in range(0, len(view), chunk):
-            piece = view[start : start + chunk]
-            self.acquire(len(piece))
-            yield bytes(piece)

@@ -14,9 +14,12 @@ estimate uses the most specific average that exists, and none at all without his
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
+
+log = logging.getLogger("roost.agent")
 
 HISTORY_NAME = "throughput.json"
 ALPHA = 0.3  # weight of the newest measurement: adapts in a few jobs, ignores one outlier
@@ -62,5 +65,8 @@ class ThroughputHistory:
 
     def _store(self, rates: dict[str, float]) -> None:
         tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text(json.dumps({"version": 1, "rates": rates}, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps({"version": 1, "rates": rates}, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a read-only home costs future estimates, not this backup
+            log.warning("cannot save throughput history %s: %s", self.path, exc)

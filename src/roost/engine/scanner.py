@@ -32,6 +32,11 @@ class Scanner:
         self._thread.start()
         return self
 
+    def wait(self) -> tuple[int, int]:
+        """Block until the scan is complete; return (files, bytes)."""
+        self._thread.join()
+        return self.files, self.size
+
     def stop(self) -> None:
         """Stop counting (a scan still running when the backup ends is of no use)."""
         self._stop.set()

@@ -6,6 +6,8 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
+
 from roost.engine.repository import Repository
 from roost.server.catalog.db import Database
 from roost.server.catalog.models import Organisation, User
@@ -30,10 +32,9 @@ class BootstrapResult:
 
 
 def bootstrap(db: Database, storage: Backend, box: SecretBox, clock: Clock) -> BootstrapResult:
-    with db.session() as session:
-        existing = orgs.get_by_name(session, DEFAULT_ORG)
-        if existing is not None:
-            return BootstrapResult(existing.id, created=False, admin_password=None)
+    existing = _default_org_id(db)
+    if existing is not None:
+        return BootstrapResult(existing, created=False, admin_password=None)
     org_id = new_id()
     passphrase = secrets.token_urlsafe(32)
     # The repository first: a crash before the catalog row leaves an unused prefix, never a
@@ -41,26 +42,34 @@ def bootstrap(db: Database, storage: Backend, box: SecretBox, clock: Clock) -> B
     _, recovery_key = Repository.init(PrefixedBackend(storage, org_prefix(org_id)), passphrase)
     password = os.environ.get(ADMIN_PASSWORD_ENV) or secrets.token_urlsafe(12)
     now = clock()
-    with db.session() as session:
-        orgs.add(
-            session,
-            Organisation(
-                id=org_id,
-                name=DEFAULT_ORG,
-                created_at=now,
-                repo_passphrase_wrapped=box.wrap(passphrase, PASSPHRASE_PURPOSE),
-                recovery_key_wrapped=box.wrap(recovery_key, RECOVERY_PURPOSE),
-            ),
-        )
-        users.add(
-            session,
-            User(
-                org_id=org_id,
-                username=ADMIN_USER,
-                password_hash=hash_password(password),
-                role="admin",
-                created_at=now,
-            ),
-        )
+    org = Organisation(
+        id=org_id,
+        name=DEFAULT_ORG,
+        created_at=now,
+        repo_passphrase_wrapped=box.wrap(passphrase, PASSPHRASE_PURPOSE),
+        recovery_key_wrapped=box.wrap(recovery_key, RECOVERY_PURPOSE),
+    )
+    admin = User(
+        org_id=org_id,
+        username=ADMIN_USER,
+        password_hash=hash_password(password),
+        role="admin",
+        created_at=now,
+    )
+    try:
+        with db.session() as session:
+            orgs.add(session, org)
+            users.add(session, admin)
+    except IntegrityError:
+        # Another replica finished its first start meanwhile: use its organisation.
+        winner = _default_org_id(db)
+        assert winner is not None
+        return BootstrapResult(winner, created=False, admin_password=None)
     generated = None if os.environ.get(ADMIN_PASSWORD_ENV) else password
     return BootstrapResult(org_id, created=True, admin_password=generated)
+
+
+def _default_org_id(db: Database) -> str | None:
+    with db.read_session() as session:
+        org = orgs.get_by_name(session, DEFAULT_ORG)
+        return org.id if org is not None else None

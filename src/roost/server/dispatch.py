@@ -101,7 +101,7 @@ def claim_jobs(state: ServerState, agent_id: str, boot_id: str) -> list[JobAssig
             return []
         busy = job_queries.busy_backup_sets(session, agent_id)
         candidates = job_queries.queued_for_agent(
-            session, agent_id, skip_locked=state.db.is_postgres
+            session, agent_id, busy, skip_locked=state.db.is_postgres, limit=MAX_JOBS_PER_POLL
         )
         assigned = []
         for job_id, set_id, kind in candidates:
@@ -111,11 +111,8 @@ def claim_jobs(state: ServerState, agent_id: str, boot_id: str) -> list[JobAssig
                 continue  # another poll won it
             job = job_queries.get(session, job_id)
             assert job is not None
-            session.refresh(job)
             assigned.append(build_assignment(session, state.repos, job))
             busy.add(set_id)
-            if len(assigned) >= MAX_JOBS_PER_POLL:
-                break
         return assigned
 
 

@@ -9,7 +9,8 @@ RoostError
     │   ├── PathsOverlap        a backup set's paths overlap another set of the same agent
     │   └── IllegalTransition   a job cannot move from its state to the one asked for
     ├── PreconditionFailed      412: a storage object already exists
-    └── PayloadTooLarge         413: an upload exceeds the server's limit
+    ├── PayloadTooLarge         413: an upload exceeds the server's limit
+    └── RangeNotSatisfiable     416: a read starts at or past the end of an object
 
 Engine and storage errors (UsageError, ObjectNotFound, ...) are mapped in ``api/errors.py``.
 """
@@ -67,3 +68,9 @@ class PayloadTooLarge(ApiError):
     """The upload is larger than the server accepts."""
 
     status_code = 413
+
+
+class RangeNotSatisfiable(ApiError):
+    """The range starts at or past the end of the object."""
+
+    status_code = 416

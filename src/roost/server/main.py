@@ -53,7 +53,10 @@ def banner(settings: ServerSettings, state: ServerState, tls_fingerprint: str | 
 
 def run_server(settings: ServerSettings, echo: Callable[[str], None] = print) -> None:
     """Bootstrap, migrate, print the URL and fingerprint, and serve until interrupted."""
-    tls_fingerprint = prepare_tls(settings)  # refuse a bad setup before touching anything
+    if settings.insecure_http and not settings.bind_is_loopback:
+        raise UsageError(INSECURE_REMOTE)  # refuse before touching anything
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds every secret
+    tls_fingerprint = prepare_tls(settings)
     host, port = settings.host_port
     state = prepare_state(settings)
     app = create_app(settings, state=state)

@@ -29,7 +29,12 @@ class MaintenanceReport:
 def run_maintenance(state: ServerState, org_id: str) -> MaintenanceReport:
     """Blocking: call it in a worker thread."""
     report = MaintenanceReport()
-    repo = state.repos.repository(org_id)
+    try:
+        repo = state.repos.repository(org_id)
+    except RoostError as exc:
+        report.errors.append(f"cannot open the repository: {exc}")
+        log.error("maintenance of organisation %s: %s", org_id, report.errors[-1])
+        return report
     with state.db.read_session() as session:
         targets = [
             (s.id, s.name, p)

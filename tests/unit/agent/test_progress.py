@@ -6,7 +6,7 @@ import pytest
 from tests.unit.agent.fake_server import FakeServer
 
 from roost.agent.api import ServerApi
-from roost.agent.progress import BackupEvents, Meter, RestoreEvents
+from roost.agent.progress import BackupEvents, Meter, RestoreEvents, UploadActivity
 from roost.agent.reporting import JobCancelled, JobReporter
 from roost.protocol.agent_api import JobEvent, Progress
 
@@ -98,3 +98,22 @@ def test_restore_warnings_become_log_lines(server: FakeServer) -> None:
     assert [(line.level, line.message) for line in lines] == [
         ("warning", "/t/caf\\xe9: cannot set owner")
     ]
+
+
+def test_uploads_keep_progress_and_cancel_alive(server: FakeServer) -> None:
+    clock = Clock()
+    reporter = JobReporter(ServerApi(server.client()), "j")
+    uploads = UploadActivity(reporter)
+    uploads(65536)  # before the meter exists: only a cancel check
+    assert progress_events(server) == []
+    uploads.meter = Meter(reporter, total_bytes=10, clock=clock, interval=1.0)
+    uploads.meter.add(files=1, size=10)  # reading done within the first second
+    clock.now = 1.5  # the archiver now only waits for uploads
+    uploads(65536)
+    assert progress_events(server) == [
+        Progress(files_done=1, bytes_done=10, rate=10 / 1.5, eta_seconds=0.0)
+    ]
+    server.cancel_when = lambda _job, _event: "stopped: the backup window closed"
+    clock.now = 3.0
+    with pytest.raises(JobCancelled, match="backup window closed"):
+        uploads(65536)

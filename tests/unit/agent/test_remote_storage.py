@@ -210,3 +210,42 @@ def test_concurrent_range_reads(server: FakeServer) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+class Stop(Exception):
+    pass
+
+
+def test_on_send_sees_every_piece_and_can_abort_an_upload(server: FakeServer) -> None:
+    pieces: list[int] = []
+
+    def count_then_stop(size: int) -> None:
+        pieces.append(size)
+        if len(pieces) == 3:
+            raise Stop  # e.g. the job was cancelled while this pack was going up
+
+    backend = RemoteBackend(server.client(), BASE, on_send=count_then_stop)
+    backend.put("data/ab/small", b"x" * 100)
+    assert pieces == [100]
+    with pytest.raises(Stop):
+        backend.put("data/ab/big", b"y" * (200 * 1024))
+    assert pieces == [100, 65536, 65536]
+    assert [info.key for info in server.storage.list("data/")] == ["data/ab/small"]
+
+
+def test_abort_passes_through_the_retrying_wrapper(server: FakeServer) -> None:
+    def stop(_size: int) -> None:
+        raise Stop
+
+    sleeps: list[float] = []
+    backend = remote_storage(server.client(), BASE, on_send=stop, retry_sleep=sleeps.append)
+    with pytest.raises(Stop):
+        backend.put("data/ab/x", b"z")
+    assert sleeps == []  # a cancel is not a storage failure: no retry
+
+
+def test_empty_object_with_hooks(server: FakeServer) -> None:
+    limiter = RateLimiter(1000, sleep=lambda _s: None)
+    backend = RemoteBackend(server.client(), BASE, limiter=limiter, on_send=lambda _n: None)
+    backend.put("data/ab/empty", b"")
+    assert backend.get("data/ab/empty") == b""

@@ -121,6 +121,8 @@ def test_poll_says_who_and_what_is_running(tmp_path: Path) -> None:
         __version__,
     )
     assert (first.running_jobs, second.running_jobs) == ([], ["j1"])
+    # the first poll returns at once (a bad pin or credentials show at start), later ones wait
+    assert (first.wait_seconds, second.wait_seconds) == (0.0, 25.0)
     jobs.finish("j1")
     assert agent.slots.wait_idle(5)
 

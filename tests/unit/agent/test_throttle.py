@@ -78,14 +78,6 @@ def test_callers_sharing_a_limiter_queue_behind_each_other() -> None:
     assert bucket.acquire(100) == pytest.approx(2.0)
 
 
-def test_paced_yields_the_data_in_pieces_after_their_credit() -> None:
-    t = FakeTime()
-    bucket = limiter(t, rate=10, burst=10)
-    pieces = list(bucket.paced(b"abcdefghijklmnopqrstuvwxy", chunk=10))
-    assert pieces == [b"abcdefghij", b"klmnopqrst", b"uvwxy"]
-    assert t.sleeps == [pytest.approx(1.0), pytest.approx(0.5)]
-
-
 def test_default_burst_is_a_quarter_second_but_at_least_one_piece() -> None:
     assert RateLimiter(4_000_000).burst == 1_000_000
     assert RateLimiter(1000).burst == 64 * 1024

@@ -39,3 +39,9 @@ def test_damaged_history_only_loses_the_estimate(tmp_path: Path, content: str) -
     assert history.rate(["k"]) is None
     history.record(100, 1.0, ["k"])
     assert history.rate(["k"]) == 100.0
+
+
+def test_unwritable_history_does_not_raise(tmp_path: Path) -> None:
+    history = ThroughputHistory(tmp_path / "missing-dir" / "t.json")
+    history.record(100, 1.0, ["k"])  # the directory does not exist: logged, not raised
+    assert history.rate(["k"]) is None

@@ -151,3 +151,10 @@ def test_every_request_model_forbids_unknown_fields(ready: Harness) -> None:
             ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             name = ref.rsplit("/", 1)[1]
             assert schemas[name].get("additionalProperties") is False, name
+
+
+def test_restore_before_needs_a_time_zone(ready: Harness) -> None:
+    body = {"set": "s", "target": "/r", "before": "2026-03-01T00:00:00"}
+    reply = ready.client.post("/api/v1/restores", json=body, headers=ready.admin)
+    assert reply.status_code == 422
+    assert reply.json()["detail"].startswith("body.before: Input should have timezone info")

@@ -43,4 +43,20 @@ def test_only_one_of_cert_and_key_is_refused(tmp_path: Path) -> None:
 def test_bad_bind_is_explained(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "home", bind="localhost")
     with pytest.raises(ValueError, match="expected HOST:PORT"):
-        settings.host_port
+        _ = settings.host_port
+
+
+def test_cli_command_passes_its_options_to_the_server(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from roost.cli import server_cmd
+
+    app = typer.Typer()
+    server_cmd.register(app)
+    home = tmp_path / "cli-home"
+    args = ["--home", str(home), "--bind", "0.0.0.0:9000", "--insecure-http"]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, UsageError)
+    assert str(result.exception) == INSECURE_REMOTE
+    assert not home.exists()

@@ -84,7 +84,11 @@ def test_bad_keys_are_400(agent: tuple[Harness, dict[str, str]], key: str) -> No
 def test_bad_range_is_400(agent: tuple[Harness, dict[str, str]]) -> None:
     server, headers = agent
     server.client.put(f"/api/v1/agent/storage/{PACK}", content=b"abc", headers=headers)
-    for value in ("bytes=5-9", "lines=1-2", "bytes=-"):
+    past_end = server.client.get(
+        f"/api/v1/agent/storage/{PACK}", headers={**headers, "Range": "bytes=3-9"}
+    )
+    assert past_end.status_code == 416
+    for value in ("bytes=2-1", "lines=1-2", "bytes=-"):
         reply = server.client.get(
             f"/api/v1/agent/storage/{PACK}", headers={**headers, "Range": value}
         )

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from roost.server.scheduler.policy import Schedule, Window
 
@@ -222,7 +222,7 @@ class EntryPublic(BaseModel):
 class RestoreCreate(Strict):
     set: str = Field(min_length=1, max_length=100)
     snapshot: str = Field(default="latest", min_length=1, max_length=64)
-    before: datetime | None = None
+    before: AwareDatetime | None = None  # latest snapshot at or before this time
     paths: list[AbsolutePath] = Field(default_factory=list, max_length=1000)
     agent: str | None = Field(default=None, max_length=100)
     target: AbsolutePath

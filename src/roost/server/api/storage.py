@@ -16,7 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from roost.errors import ObjectExists, StorageError
 from roost.protocol.agent_api import StorageObject
 from roost.server.api.deps import AgentDep, StateDep
-from roost.server.errors import ApiError, PayloadTooLarge, PermissionDenied, PreconditionFailed
+from roost.server.errors import (
+    ApiError,
+    PayloadTooLarge,
+    PermissionDenied,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+)
 from roost.storage.local import validate_key, validate_prefix
 
 router = APIRouter(prefix="/agent/storage", tags=["storage"])
@@ -81,8 +87,10 @@ def _parse_range(header: str, size: int) -> tuple[int, int]:
     else:
         first = int(match[1])
         last = min(int(match[2]), size - 1) if match[2] else size - 1
-    if first > last or first >= size:
-        raise ApiError(f"Range {header!r} is outside the object's {size} bytes")
+    if first >= size:
+        raise RangeNotSatisfiable(f"Range {header!r} starts past the object's {size} bytes")
+    if first > last:
+        raise ApiError(f"Range {header!r} ends before it starts")
     return first, last
 
 

@@ -117,15 +117,22 @@ def last_finished_backup(session: Session, set_id: str) -> Job | None:
 
 
 def queued_for_agent(
-    session: Session, agent_id: str, *, skip_locked: bool, limit: int = 20
+    session: Session, agent_id: str, busy_sets: set[str], *, skip_locked: bool, limit: int
 ) -> list[tuple[str, str, str]]:
-    """(job id, set id, kind) of queued jobs, oldest first; locked rows skipped on PostgreSQL."""
+    """(job id, set id, kind) of claimable queued jobs, oldest first.
+
+    Backups of a set with a backup in progress wait, and are left out here so that they do
+    not hide newer claimable jobs. On PostgreSQL the rows are locked, and rows another
+    transaction has locked are skipped, so concurrent polls spread over different jobs.
+    """
     stmt = (
         select(Job.id, Job.set_id, Job.kind)
         .where(Job.agent_id == agent_id, Job.state == "queued")
         .order_by(Job.created_at, Job.id)
         .limit(limit)
     )
+    if busy_sets:
+        stmt = stmt.where((Job.kind != "backup") | Job.set_id.not_in(busy_sets))
     if skip_locked:
         stmt = stmt.with_for_update(skip_locked=True)
     return [(job_id, set_id, kind) for job_id, set_id, kind in session.execute(stmt)]
