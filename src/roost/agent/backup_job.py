@@ -11,19 +11,16 @@
 5. release the snapshot, always, then report the final state with the snapshot id, the
    summary and every missed file (``succeeded_with_errors`` when there are any).
 
-ENGINE GAP (snapshot paths): the archiver records the paths it reads, so a backup read from
-inside a snapshot would be stored under the snapshot's paths, and neither restore nor the next
-incremental backup would line up with the set's real paths. Until ``BackupOptions`` has a
-``path_map`` (read path -> recorded path), a snapshot whose read paths differ from the sources
-is released at once and the job reads live, saying so in the job log. The agent detects the
-option and uses it as soon as the engine has it (``ENGINE_HAS_PATH_MAP``).
+Snapshot paths: the archiver reads inside the filesystem snapshot but records the set's own
+paths (``BackupOptions.path_map``, read path -> recorded path), so restores and the next
+incremental backup line up with the paths the admin configured.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from types import TracebackType
 
 from roost.agent.context import JobContext, open_repository
@@ -32,7 +29,6 @@ from roost.agent.platform import Platform, has_parent_reference
 from roost.agent.progress import BackupEvents, Meter, UploadActivity
 from roost.agent.reporting import JobReporter, Outcome, describe_error
 from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
-from roost.agent.snapshots.base import live_snapshot
 from roost.agent.throughput import history_keys
 from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
 from roost.engine.filters import ExcludeRules
@@ -43,7 +39,6 @@ from roost.engine.snapshot import Snapshot
 from roost.errors import RoostError, UsageError
 from roost.protocol.agent_api import Estimate, JobAssignment, JobEvent, JobResult, MissedFile
 
-ENGINE_HAS_PATH_MAP = "path_map" in {f.name for f in fields(BackupOptions)}
 MAX_REASON = 500
 
 
@@ -89,15 +84,6 @@ class SnapshotScope:
         )
         self.snap = snap
         self._log(snap.log)
-        if not self.paths.identity and not ENGINE_HAS_PATH_MAP:
-            self.reporter.log(
-                f"{snap.provider} snapshot not used: this engine would record the snapshot's "
-                "paths instead of the backup set's (it lacks BackupOptions.path_map); "
-                "falling back to a live scan",
-                "warning",
-            )
-            self._release()
-            self.snap = live_snapshot(self.sources)
         return self
 
     @property
@@ -187,18 +173,15 @@ def backup_options(
     hostname: str,
     reporter: JobReporter,
 ) -> BackupOptions:
-    force_read = (mapping.to_read(from_wire(path)) for path in job.force_read)
-    options = BackupOptions(
+    # force_read is in the set's own path space; the engine maps it into the snapshot
+    return BackupOptions(
         rules=rules,
         parent=load_parent(repo, job.parent_snapshot, reporter),
-        force_read=frozenset(path for path in force_read if path is not None),
+        force_read=frozenset(from_wire(path) for path in job.force_read),
         tags=list(job.tags),
         hostname=hostname,
+        path_map={} if mapping.identity else mapping.read_to_source(),
     )
-    if not mapping.identity:
-        # Only reached once the engine has the option (see ENGINE GAP above).
-        setattr(options, "path_map", mapping.read_to_source())  # noqa: B010
-    return options
 
 
 def load_parent(
@@ -227,7 +210,7 @@ def final_event(
 ) -> Outcome:
     missed = [
         MissedFile(
-            path=to_wire(mapping.to_source(os.fsencode(item["path"]))),
+            path=to_wire(os.fsencode(item["path"])),  # the engine records set paths
             reason=item["reason"][:MAX_REASON],
         )
         for item in snapshot.missed

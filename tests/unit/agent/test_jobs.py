@@ -16,7 +16,6 @@ import httpx
 import pytest
 from tests.unit.agent.fake_server import FakeServer, detail
 
-from roost.agent.backup_job import ENGINE_HAS_PATH_MAP
 from roost.agent.context import JobContext
 from roost.agent.jobs import execute_job
 from roost.agent.platform import fake_platform
@@ -354,12 +353,7 @@ def test_snapshot_with_other_read_paths_still_records_the_source_paths(
     snap = server.repo.load_snapshot(str(result.snapshot_id))
     assert snap.paths == [str(src)]  # never the snapshot's mount path
     assert provider.deleted == [["snap-job-1"]]
-    if not ENGINE_HAS_PATH_MAP:
-        assert result.summary["snapshot_provider"] == "live"
-        assert (
-            "fakesnap snapshot not used: this engine would record the snapshot's paths instead "
-            "of the backup set's (it lacks BackupOptions.path_map); falling back to a live scan"
-        ) in log_messages(server, "job-1")
+    assert result.summary["snapshot_provider"] == "fakesnap"
 
 
 def test_relative_backup_path_fails_before_touching_anything(
