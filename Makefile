@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	ROOST_HOME=$(ROOST_HOME) ROOST_PROTECT=$(ROOST_PROTECT) $(BIN)/python -m roost.cli.demo
+	ROOST_HOME=$(ROOST_HOME) ROOST_PROTECT=$(ROOST_PROTECT) $(BIN)/python -m roost.cli.launch
 
 test: $(STAMP)
 	bash scripts/test-deps.sh
