@@ -1,6 +1,6 @@
 """A tiny typed client for the admin HTTP API of a real `roost server` (docs/control-plane.md).
 
-``AdminClient.login(url, password, cafile=...)`` logs in as ``admin``; each method is one
+``AdminClient.login(url, password, fingerprint=...)`` logs in as ``admin``; each method is one
 route and returns the decoded JSON. An answer with an unexpected status raises
 :class:`ApiError` carrying the status and the server's ``detail``, so a test can assert the
 exact refusal (``with pytest.raises(ApiError) as err: ...; err.value.status == 409``).
@@ -12,10 +12,10 @@ stderr tails) is appended to the failure message.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,9 +39,16 @@ class ApiError(AssertionError):
         super().__init__(f"{method} {path} -> {status}: {detail!r}")
 
 
-def pinned_context(cafile: Path) -> ssl.SSLContext:
-    """Trust exactly the server's self-signed certificate (its name is not checked)."""
-    context = ssl.create_default_context(cafile=str(cafile))
+def pinned_context(url: str, fingerprint: str) -> ssl.SSLContext:
+    """Trust exactly the server's certificate, after checking its SHA-256 fingerprint (the
+    ``AB:CD:...`` form the server prints); its host name is not checked (self-signed)."""
+    parsed = httpx.URL(url)
+    pem = ssl.get_server_certificate((parsed.host, parsed.port or 443))
+    seen = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    wanted = fingerprint.replace(":", "").lower()
+    if seen != wanted:
+        raise AssertionError(f"server certificate fingerprint {seen} is not the pinned {wanted}")
+    context = ssl.create_default_context(cadata=pem)
     context.check_hostname = False
     return context
 
@@ -57,10 +64,12 @@ class AdminClient:
         password: str,
         *,
         username: str = "admin",
-        cafile: Path | None = None,
+        fingerprint: str | None = None,
         timeout: float = 30.0,
     ) -> AdminClient:
-        verify: ssl.SSLContext | bool = pinned_context(cafile) if cafile is not None else True
+        """Log in; with ``fingerprint`` an https:// server is trusted only if it matches."""
+        pinned = fingerprint is not None and url.startswith("https://")
+        verify: ssl.SSLContext | bool = pinned_context(url, fingerprint or "") if pinned else True
         http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", verify=verify, timeout=timeout)
         client = cls(http)
         reply = client.call("POST", "/login", json={"username": username, "password": password})
@@ -125,7 +134,9 @@ class AdminClient:
         return result
 
     def create_policy(self, name: str, schedule: str = "daily 02:00", **body: Any) -> Json:
-        result: Json = self.call("POST", "/policies", json={"name": name, "schedule": schedule, **body})
+        result: Json = self.call(
+            "POST", "/policies", json={"name": name, "schedule": schedule, **body}
+        )
         return result
 
     def create_set(self, name: str, agent: str, paths: list[str], **body: Any) -> Json:
@@ -168,7 +179,9 @@ class AdminClient:
         return result
 
     def restore(self, set_name: str, target: str, **body: Any) -> Json:
-        result: Json = self.call("POST", "/restores", json={"set": set_name, "target": target, **body})
+        result: Json = self.call(
+            "POST", "/restores", json={"set": set_name, "target": target, **body}
+        )
         return result
 
     # -- waiting -----------------------------------------------------------------------------
@@ -211,5 +224,7 @@ class AdminClient:
             if value:
                 return value
             if time.monotonic() >= deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{diagnose()}")
+                raise AssertionError(
+                    f"timed out after {timeout:g} s waiting for {what}\n{diagnose()}"
+                )
             time.sleep(POLL_INTERVAL)

@@ -2,8 +2,9 @@
 
 Thin by design: parse the arguments, call the API (roost.cli.ctl_client), format the answer.
 ``--json`` prints the API's JSON as it came; otherwise Rich tables. The commands live in
-``ctl_cmds`` (login, tokens, agents, policies, sets, recovery key) and ``ctl_jobs`` (jobs,
-snapshots, restores). Registered by the main app with ``ctl_app.register(app)``.
+``ctl_cmds`` (login, tokens, agents, recovery key), ``ctl_sets`` (policies, backup sets) and
+``ctl_jobs`` (backup now, jobs, snapshots, restores). Registered by the main app with
+``ctl_app.register(app)``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from roost.cli import output
 from roost.cli.context import GlobalOptions
 from roost.cli.ctl_client import Api, load_config, resolve_target
+from roost.engine.retention import parse_duration
+from roost.errors import UsageError
 
 ctl_app = typer.Typer(
     name="ctl",
@@ -73,7 +77,7 @@ def open_api(ctx: typer.Context, user: str | None = None) -> Api:
     return Api(resolve_target(opts.server, opts.fingerprint, config), config, user)
 
 
-def get(ctx: typer.Context, path: str, **params: Any) -> Any:
+def get(ctx: typer.Context, path: str, /, **params: Any) -> Any:
     """One GET; the connection is closed afterwards."""
     with open_api(ctx) as api:
         return api.get(path, **params)
@@ -97,6 +101,21 @@ def show(ctx: typer.Context, flag: bool, value: Any, human: Callable[[Any], None
         human(value)
 
 
+def seconds(value: str | None, option: str) -> int | None:
+    """``"24h"`` -> 86400 (the forms `roost forget --keep-within` reads)."""
+    if value is None:
+        return None
+    try:
+        return int(parse_duration(value).total_seconds())
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def present(**values: Any) -> dict[str, Any]:
+    """A request body with only the options given: the server applies its own defaults."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 # -- formatting helpers ---------------------------------------------------------------------
 
 
@@ -115,13 +134,16 @@ def text(value: Any) -> str:
     return str(value)
 
 
-def print_rows(columns: Iterable[str], rows: Iterable[Iterable[str]], empty: str) -> None:
+def rows_table(columns: Iterable[str], rows: Iterable[Iterable[str]]) -> Table:
     grid = output.table(*columns)
-    count = 0
     for row in rows:
         output.add_row(grid, *row)
-        count += 1
-    if count:
+    return grid
+
+
+def print_rows(columns: Iterable[str], rows: Iterable[Iterable[str]], empty: str) -> None:
+    grid = rows_table(columns, rows)
+    if grid.row_count:
         output.print_table(grid)
     else:
         output.say(empty)
@@ -136,8 +158,8 @@ def print_fields(fields: Iterable[tuple[str, str]]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from roost.cli import ctl_cmds, ctl_jobs  # they import this module: not at the top
+    from roost.cli import ctl_cmds, ctl_jobs, ctl_sets  # they import this module: not at the top
 
-    ctl_cmds.register(ctl_app)
-    ctl_jobs.register(ctl_app)
+    for module in (ctl_cmds, ctl_sets, ctl_jobs):
+        module.register(ctl_app)
     app.add_typer(ctl_app, name="ctl")

@@ -31,7 +31,7 @@ from urllib.parse import quote
 import httpx
 
 from roost.agent.api import describe_transport_error, error_detail
-from roost.agent.errors import ServerUnreachable
+from roost.agent.errors import InsecureServerUrl, ServerUnreachable
 from roost.agent.transport import connect, normalise_fingerprint, parse_server_url
 from roost.errors import RoostError, UsageError
 
@@ -168,7 +168,13 @@ def resolve_target(server: str | None, fingerprint: str | None, config: CtlConfi
     given = server or config.current
     if not given:
         raise UsageError(NO_SERVER)
-    address = parse_server_url(given)
+    try:
+        address = parse_server_url(given)
+    except InsecureServerUrl:
+        raise UsageError(
+            f"refusing plain http:// to {given}: the session token and passwords would travel "
+            "in clear text; use https:// (http:// is only for a server on this machine)"
+        ) from None
     pinned = normalise_fingerprint(fingerprint) if fingerprint else None
     pinned = pinned or config.entry(address.url).fingerprint
     if address.scheme == "https" and pinned is None:
@@ -243,22 +249,33 @@ class Api:
             self._client = open_client(self.target)
         return self._client
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, /, **params: Any) -> Any:
         return self.request("GET", path, params=_present(params)).json()
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body).json()
 
-    def delete(self, path: str, **params: Any) -> None:
+    def delete(self, path: str, /, **params: Any) -> None:
         self.request("DELETE", path, params=_present(params))
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        cached = self._token is not None
-        response = self._send(method, path, self._session_token(), **kwargs)
-        if response.status_code == 401 and cached and os.environ.get(PASSWORD_ENV):
-            response = self._send(method, path, self.login(os.environ[PASSWORD_ENV]), **kwargs)
-        if response.status_code == 401 and cached:
-            raise AuthError(f"{error_detail(response)} (run `roost ctl login` again)")
+        password = os.environ.get(PASSWORD_ENV)
+        cached = self._token
+        token = cached or (self.login(password) if password else None)
+        response = self._send(method, path, token, **kwargs)
+        if response.status_code == 401:
+            if token is None:
+                raise AuthError(
+                    f"not logged in to {self.target.url}: run `roost ctl login` (or set "
+                    f"{PASSWORD_ENV}, and {USER_ENV} for a user other than admin)"
+                )
+            if token == cached and password:  # the saved session expired: log in once more
+                response = self._send(method, path, self.login(password), **kwargs)
+            elif token == cached:
+                raise AuthError(
+                    f"the server refused the saved session ({error_detail(response)}): run "
+                    f"`roost ctl login` again, or set {PASSWORD_ENV}"
+                )
         if response.status_code >= 400:
             raise error_for(response)
         return response
@@ -277,17 +294,6 @@ class Api:
             self.config.current = self.target.url
         self.config.save()
         return self._token
-
-    def _session_token(self) -> str:
-        if self._token is not None:
-            return self._token
-        password = os.environ.get(PASSWORD_ENV)
-        if not password:
-            raise AuthError(
-                f"not logged in to {self.target.url}: run `roost ctl login` "
-                f"(or set {PASSWORD_ENV}, and {USER_ENV} for a user other than admin)"
-            )
-        return self.login(password)
 
     def _send(self, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

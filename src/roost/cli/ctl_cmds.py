@@ -1,9 +1,10 @@
-"""`roost ctl` commands for the fleet's setup: login, tokens, agents, policies, backup sets,
-the recovery key. Registered on the ctl app by ``register`` (see roost.cli.ctl_app)."""
+"""`roost ctl` commands for access: login, enrollment tokens, agents, the recovery key.
+
+Registered on the ctl app by ``register`` (see roost.cli.ctl_app); policies and backup sets
+are in ctl_sets, jobs and restores in ctl_jobs."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -15,50 +16,27 @@ from roost.cli.ctl_app import (
     open_api,
     options,
     post,
-    print_fields,
+    present,
     print_rows,
+    seconds,
     show,
     text,
     wants_json,
     when,
 )
 from roost.cli.ctl_client import PASSWORD_ENV, USER_ENV, Api, api_path, load_config, resolve_target
-from roost.engine.filters import parse_size
-from roost.engine.retention import parse_duration
-from roost.errors import UsageError
 
 NO_PASSWORD = f"no password: set {PASSWORD_ENV} or run `roost ctl login` on a terminal"
 
 tokens_app = typer.Typer(help="Enrollment tokens: agents enroll with them.", no_args_is_help=True)
 agents_app = typer.Typer(help="Agents: list (without a subcommand), disable, enable.")
-policies_app = typer.Typer(help="Backup policies: schedule, window, retention.")
-sets_app = typer.Typer(help="Backup sets: which paths of which agent, under which policy.")
-for _group in (policies_app, sets_app):
-    _group.info.no_args_is_help = True
 
 
 def register(app: typer.Typer) -> None:
     app.command("login")(login)
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(agents_app, name="agents")
-    app.add_typer(policies_app, name="policies")
-    app.add_typer(sets_app, name="sets")
     app.command("recovery-key")(recovery_key)
-
-
-def seconds(value: str | None, option: str) -> int | None:
-    """``"24h"`` -> 86400 (the forms `roost forget --keep-within` reads)."""
-    if value is None:
-        return None
-    try:
-        return int(parse_duration(value).total_seconds())
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
-
-
-def present(**values: Any) -> dict[str, Any]:
-    """A request body with only the options given: the server applies its own defaults."""
-    return {name: value for name, value in values.items() if value is not None}
 
 
 # -- login ----------------------------------------------------------------------------------
@@ -68,7 +46,9 @@ def login(
     ctx: typer.Context,
     user: Annotated[
         str | None,
-        typer.Option("--user", envvar=USER_ENV, help="User name (default: admin).", show_default=False),
+        typer.Option(
+            "--user", envvar=USER_ENV, help="User name (default: admin).", show_default=False
+        ),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -120,7 +100,9 @@ def tokens_create(
         output.print_json(created)
         return
     output.say(f"enrollment token (shown only once): {created['token']}", "bold")
-    output.say(f"id {created['id']}, {created['uses_left']} use(s), expires {when(created['expires_at'])}")
+    output.say(
+        f"id {created['id']}, {created['uses_left']} use(s), expires {when(created['expires_at'])}"
+    )
     pin = f" --fingerprint {target.fingerprint}" if target.fingerprint else ""
     output.say(f"enroll an agent: roost agent enroll --server {target.url}{pin} --token TOKEN")
 
@@ -134,8 +116,14 @@ def tokens_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
 def _print_tokens(tokens: list[dict[str, Any]]) -> None:
     columns = ("ID", "CREATED", "EXPIRES", "USES LEFT", "REVOKED", "NOTE")
     rows = (
-        (t["id"], when(t["created_at"]), when(t["expires_at"]), str(t["uses_left"]),
-         text(t["revoked"]), t["note"])
+        (
+            t["id"],
+            when(t["created_at"]),
+            when(t["expires_at"]),
+            str(t["uses_left"]),
+            text(t["revoked"]),
+            t["note"],
+        )
         for t in tokens
     )
     print_rows(columns, rows, "no enrollment tokens")
@@ -181,7 +169,9 @@ def _print_agents(agents: list[dict[str, Any]]) -> None:
 
 def _set_agent(ctx: typer.Context, name: str, action: str, json_output: bool) -> None:
     agent = post(ctx, api_path("agents", name, action))
-    show(ctx, json_output, agent, lambda a: output.say(f"agent {a['name']} {action}d ({a['state']})"))
+    show(
+        ctx, json_output, agent, lambda a: output.say(f"agent {a['name']} {action}d ({a['state']})")
+    )
 
 
 @agents_app.command("disable")
@@ -218,11 +208,3 @@ def recovery_key(ctx: typer.Context, json_output: JsonOption = False) -> None:
         "With the storage it opens every backup of the organisation: keep it offline, away "
         "from the server."
     )
-
-
-def register_late() -> None:
-    """Policies and sets live in ctl_sets; imported here so that both register together."""
-
-
-def _stdin_is_terminal() -> bool:
-    return sys.stdin.isatty()

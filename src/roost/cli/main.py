@@ -58,7 +58,17 @@ def _add_server(app: typer.Typer) -> None:
     server_cmd.register(app)
 
 
-_LAZY: dict[str, Callable[[typer.Typer], None]] = {"agent": _add_agent, "server": _add_server}
+def _add_ctl(app: typer.Typer) -> None:
+    from roost.cli import ctl_app
+
+    ctl_app.register(app)
+
+
+_LAZY: dict[str, Callable[[typer.Typer], None]] = {
+    "agent": _add_agent,
+    "server": _add_server,
+    "ctl": _add_ctl,
+}
 
 app = typer.Typer(
     cls=_LazyGroup,

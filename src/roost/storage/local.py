@@ -22,6 +22,7 @@ from pathlib import Path
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import ObjectInfo
+from roost.storage.fdcache import FdCache
 
 TEMP_PREFIX = ".tmp-"
 
@@ -36,6 +37,7 @@ class LocalBackend:
     def __init__(self, root: Path, *, file_mode: int = 0o600) -> None:
         self._root = Path(root)
         self._file_mode = file_mode
+        self._fds = FdCache()
 
     @property
     def root(self) -> Path:
@@ -69,9 +71,8 @@ class LocalBackend:
         check_range(offset, length)
         path = self._path(key)
         try:
-            with path.open("rb") as f:
-                f.seek(offset)
-                return f.read(length)
+            with self._fds.open(str(path)) as fd:
+                return _pread_all(fd, length, offset)
         except OSError as exc:
             raise _translate(exc, "read", path) from exc
 
@@ -89,6 +90,7 @@ class LocalBackend:
         path = self._path(key)
         try:
             path.unlink()
+            self._fds.forget(str(path))
             _fsync_dir(path.parent)
         except OSError as exc:
             raise _translate(exc, "delete", path) from exc
@@ -234,3 +236,19 @@ def _validate_parts(text: str, parts: list[str], what: str) -> None:
 def check_range(offset: int, length: int) -> None:
     if offset < 0 or length < 0:
         raise ValueError(f"invalid range: offset={offset} length={length}")
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    """pread until ``length`` bytes or end of file (pread may return short reads)."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
