@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.helpers.require import skip_unless_required
 
 from roost.storage.s3 import S3Backend, make_client
 
@@ -119,7 +120,7 @@ def make_s3(request: pytest.FixtureRequest) -> Callable[..., S3Backend]:
     def make(*, conditional_put: bool = True) -> S3Backend:
         moto: MotoServer = request.getfixturevalue("moto_server")
         if moto.endpoint is None or moto.client is None:
-            pytest.skip(f"s3 backend not tested: {moto.skip_reason}")
+            skip_unless_required("s3", f"s3 backend not tested: {moto.skip_reason}")
         return S3Backend(
             BUCKET,
             prefix=f"test-{next(_prefix_counter)}/repo",
@@ -135,7 +136,7 @@ def make_s3(request: pytest.FixtureRequest) -> Callable[..., S3Backend]:
 def s3_location(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """An s3:// repository URL on the moto server, with credentials in the environment."""
     if moto_server.endpoint is None:
-        pytest.skip(f"s3 backend not tested: {moto_server.skip_reason}")
+        skip_unless_required("s3", f"s3 backend not tested: {moto_server.skip_reason}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     prefix = f"url-{next(_prefix_counter)}"

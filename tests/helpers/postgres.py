@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.helpers.require import skip_unless_required
 
 URL_ENV = "ROOST_TEST_POSTGRES_URL"
 
@@ -96,7 +97,7 @@ def postgres_url_fixture() -> Callable[..., Any]:
     def postgres_server() -> Iterator[Callable[[], str]]:
         url, cluster, why = _start_cluster()
         if url is None:
-            pytest.skip(why)
+            skip_unless_required("postgres", why)
         created: list[str] = []
 
         def new_database() -> str:

@@ -205,11 +205,12 @@ def _launch(
     args: Sequence[str],
     env: Mapping[str, str],
     log_dir: Path,
+    prefix: Sequence[str] = (),
     **extra: Any,
 ) -> _P:
     assert ROOST is not None, "the roost console script is not installed in this venv"
     log_dir.mkdir(parents=True, exist_ok=True)
-    command = [ROOST, *args]
+    command = [*prefix, ROOST, *args]
     stdout_path, stderr_path = log_dir / f"{label}.stdout.log", log_dir / f"{label}.stderr.log"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(
@@ -295,20 +296,36 @@ def _accepts(port: int) -> bool:
 def start_agent(
     home: Path,
     server: ServerProcess,
-    token: str,
+    token: str | None,
     *,
     name: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    command_prefix: Sequence[str] = (),
 ) -> AgentProcess:
     """`roost agent enroll` (pinning the server's fingerprint), then `roost agent run`, and
-    wait until the agent reports it is connected. ``name`` defaults to the home's name."""
+    wait until the agent reports it is connected. ``name`` defaults to the home's name.
+
+    ``token=None`` skips the enrollment: a new process for an already enrolled home (the
+    same credentials; e.g. after ``kill()``). ``command_prefix`` goes before ``roost`` in both
+    commands, e.g. ``["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]`` to run
+    the agent as another user (its home must then belong to that user)."""
     agent_name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", home.name).strip("-._") or "agent"
-    enroll_agent(home, server, token, agent_name, env=env, timeout=timeout)
+    if token is not None:
+        enroll_agent(
+            home, server, token, agent_name, env=env, timeout=timeout, command_prefix=command_prefix
+        )
     log_dir = home.parent / f"{home.name}-logs"
     command = ["agent", "run", "--home", str(home)]
     agent = _launch(
-        AgentProcess, f"agent-{agent_name}", command, env or {}, log_dir, home=home, name=agent_name
+        AgentProcess,
+        f"agent-{agent_name}",
+        command,
+        env or {},
+        log_dir,
+        prefix=command_prefix,
+        home=home,
+        name=agent_name,
     )
     try:
         agent.wait_for_output(r"INFO connected", timeout)
@@ -326,10 +343,12 @@ def enroll_agent(
     *,
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    command_prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """`roost agent enroll` only (an enrolled agent that never runs stays offline)."""
     assert ROOST is not None
-    command = [ROOST, "agent", "enroll", "--server", server.url, "--token", token]
+    command = [*command_prefix, ROOST, "agent", "enroll", "--server", server.url]
+    command += ["--token", token]
     command += ["--home", str(home), "--name", name]
     if server.fingerprint is not None:
         command += ["--fingerprint", server.fingerprint]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.helpers.require import skip_unless_required
 
 from roost.agent.snapshots.base import (
     SnapshotError,
@@ -62,16 +63,18 @@ class Btrfs:
 @pytest.fixture
 def btrfs(tmp_path: Path) -> Iterator[Btrfs]:
     if shutil.which("mkfs.btrfs") is None or shutil.which("btrfs") is None:
-        pytest.skip("btrfs-progs not installed (mkfs.btrfs missing)")
+        skip_unless_required("btrfs", "btrfs-progs not installed (mkfs.btrfs missing)")
     image = tmp_path / "btrfs.img"
     with image.open("wb") as out:
         out.truncate(300 * 2**20)  # sparse
     made = _run("mkfs.btrfs", "-q", str(image))
     if made.returncode != 0:
-        pytest.skip(f"mkfs.btrfs failed: {made.stderr.strip()}")
+        skip_unless_required("btrfs", f"mkfs.btrfs failed: {made.stderr.strip()}")
     loop = _run("losetup", "--find", "--show", str(image))
     if loop.returncode != 0:
-        pytest.skip(f"losetup failed (needs root and loop devices): {loop.stderr.strip()}")
+        skip_unless_required(
+            "btrfs", f"losetup failed (needs root and loop devices): {loop.stderr.strip()}"
+        )
     device = loop.stdout.strip()
     top = tmp_path / "mnt"
     top.mkdir()
@@ -79,7 +82,9 @@ def btrfs(tmp_path: Path) -> Iterator[Btrfs]:
     try:
         mounted = _run("mount", device, str(top))
         if mounted.returncode != 0:
-            pytest.skip(f"mounting btrfs failed (needs root): {mounted.stderr.strip()}")
+            skip_unless_required(
+                "btrfs", f"mounting btrfs failed (needs root): {mounted.stderr.strip()}"
+            )
         mounts.append(top)
         yield Btrfs(device, top, tmp_path / "state")
     finally:

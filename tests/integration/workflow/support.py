@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.api_client import FINAL_STATES, AdminClient, Json
-from tests.helpers.processes import AgentProcess, ServerProcess, start_agent
+from tests.helpers.processes import (
+    AgentProcess,
+    RoostProcess,
+    ServerProcess,
+    enroll_agent,
+    start_agent,
+)
 
 SERVER_ENV = {
     "ROOST_KDF_PROFILE": "test",
@@ -39,18 +45,12 @@ TAIL_LINES = 30
 JOB_TIMEOUT = 60.0
 
 
-def tail(process: object, lines: int = TAIL_LINES) -> str:
-    """The last lines a process wrote to stderr (whatever its helper calls that)."""
-    for attribute in ("stderr_tail", "tail"):
-        method = getattr(process, attribute, None)
-        if callable(method):
-            return str(method(lines))
-    for attribute in ("stderr_path", "stderr_file", "log_path"):
-        path = getattr(process, attribute, None)
-        if path is not None and Path(path).exists():
-            text = Path(path).read_text(errors="replace").splitlines()
-            return "\n".join(text[-lines:])
-    return f"(no stderr available for {process!r})"
+def tail(process: RoostProcess, lines: int = TAIL_LINES) -> str:
+    """The last lines a process wrote to stderr, and whether it still runs."""
+    code = process.process.poll()
+    state = "running" if code is None else f"exited with {code}"
+    text = "\n".join(process.stderr().splitlines()[-lines:])
+    return f"[{process.label}, pid {process.pid}, {state}]\n{text}"
 
 
 @dataclass
@@ -69,13 +69,24 @@ class Fleet:
 
     # -- agents --------------------------------------------------------------------------
 
-    def start_agent(
-        self, name: str, *, home: Path | None = None, wait_online: bool = True, **extra: Any
-    ) -> AgentProcess:
-        """Enroll ``name`` with a fresh token (first time for ``home``) and run it."""
+    def enroll(self, name: str, home: Path | None = None, **extra: Any) -> Path:
+        """Enroll ``name`` without running it (it stays offline); return its home."""
         home = home or self.workdir / "agents" / name
         home.parent.mkdir(parents=True, exist_ok=True)
         token = self.admin.create_token(note=f"workflow test agent {name}")
+        enroll_agent(home, self.server, token, name, env=dict(AGENT_ENV), **extra)
+        return home
+
+    def start_agent(
+        self, name: str, *, home: Path | None = None, wait_online: bool = True, **extra: Any
+    ) -> AgentProcess:
+        """Run agent ``name``: enrolled with a fresh token unless ``home`` already is (then a
+        new process with the same credentials, as after a restart)."""
+        home = home or self.workdir / "agents" / name
+        home.parent.mkdir(parents=True, exist_ok=True)
+        token = None
+        if not (home / "agent.json").exists():
+            token = self.admin.create_token(note=f"workflow test agent {name}")
         agent = start_agent(home, self.server, token, name=name, env=dict(AGENT_ENV), **extra)
         self.agents.append(agent)
         if wait_online:
@@ -87,7 +98,7 @@ class Fleet:
             agent.kill()
         else:
             agent.stop()
-        self.tails[f"{getattr(agent, 'name', '?')} (stopped)"] = tail(agent)
+        self.tails[f"{agent.name} (pid {agent.pid}, {how})"] = tail(agent)
 
     def stop_all(self) -> None:
         for agent in self.agents:
@@ -140,7 +151,8 @@ class Fleet:
         for label, text in self.tails.items():
             parts += [f"--- agent {label} stderr ---", text]
         for agent in self.agents:
-            parts += [f"--- agent {getattr(agent, 'name', agent)!s} stderr ---", tail(agent)]
+            if agent.alive():
+                parts += [f"--- agent {agent.name} stderr ---", tail(agent)]
         return "\n".join(parts)
 
 

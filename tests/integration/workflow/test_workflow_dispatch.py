@@ -57,7 +57,9 @@ class ArmedSchedule:
 def module_fleet(
     server: ServerProcess, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    crew = Fleet(server, admin, tmp_path_factory.mktemp("module-fleet"), f"sched-{os.urandom(2).hex()}")
+    crew = Fleet(
+        server, admin, tmp_path_factory.mktemp("module-fleet"), f"sched-{os.urandom(2).hex()}"
+    )
     try:
         yield crew
     finally:
@@ -66,15 +68,10 @@ def module_fleet(
 
 @pytest.fixture(scope="module", autouse=True)
 def armed_schedule(module_fleet: Fleet, admin: AdminClient) -> ArmedSchedule:
-    """Agent enrolled, then stopped and offline; then a set on an every-minute schedule.
-
-    The set is created only once the agent is offline, so every slot after its creation
-    finds the agent offline (slots before a set's creation are never planned).
-    """
+    """An agent enrolled but never run (offline), with a set on an every-minute schedule."""
     name = module_fleet.name("agent")
-    agent = module_fleet.start_agent(name)
-    module_fleet.stop(agent)
-    module_fleet.wait_agent_state(name, "offline")
+    module_fleet.enroll(name)
+    assert module_fleet.wait_agent_state(name, "offline")["last_seen"] is None
     source = _small_tree(module_fleet.workdir / "src")
     policy = module_fleet.name("every-minute")
     admin.create_policy(policy, "* * * * *")

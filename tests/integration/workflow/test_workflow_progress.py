@@ -38,19 +38,20 @@ def test_estimate_before_transfer_and_progress_during_a_long_job(
     admin = fleet.admin
     name = fleet.name("agent")
     fleet.start_agent(name)
+    policy = fleet.name("throttled")
+    admin.create_policy(policy, bandwidth_limit=4 * MIB)  # ~6 s for the 24 MiB below
     # A first full backup of another set gives the agent a throughput history for full
-    # backups, so the measured job's estimate has seconds (and its accuracy a duration).
-    warmup_source = write_files(tmp_path / "warmup", {"w.bin": os.urandom(MIB)})
+    # backups (runs under 0.5 s are not measured, hence the throttle), so the measured job's
+    # estimate has seconds, and its accuracy a duration.
+    warmup_source = write_files(tmp_path / "warmup", {"w.bin": os.urandom(4 * MIB)})
     warmup = fleet.name("warmup")
-    admin.create_set(warmup, name, [str(warmup_source)])
+    admin.create_set(warmup, name, [str(warmup_source)], policy=policy)
     fleet.run_backup(warmup)
 
     sizes = {f"part-{i}.bin": 6 * MIB + i for i in range(4)}
     source = write_files(tmp_path / "src", {n: os.urandom(s) for n, s in sizes.items()})
     write_files(source, {"small/a.txt": b"a\n", "small/b.txt": b"bb\n"})
     total_files, total_bytes = len(sizes) + 2, sum(sizes.values()) + 5
-    policy = fleet.name("throttled")
-    admin.create_policy(policy, bandwidth_limit=4 * MIB)  # ~6 s for 24 MiB
     set_name = fleet.name("set")
     admin.create_set(set_name, name, [str(source)], policy=policy)
 
@@ -68,11 +69,11 @@ def test_estimate_before_transfer_and_progress_during_a_long_job(
     assert all(v["estimate"]["files"] is not None for v in views if v["progress"]["bytes"] > 0)
     assert estimates[0]["progress"] == {"files": 0, "bytes": 0, "rate": 0.0, "eta_seconds": None}
 
-    # Progress only grows, and is seen growing while the job runs.
+    # Progress only grows, and is seen growing while the job runs. (How closely it follows
+    # the transfer is test_progress_follows_the_transfer_of_a_throttled_job.)
     seen = [(v["progress"]["bytes"], v["progress"]["files"]) for v in views]
     assert seen == sorted(seen), f"progress went backwards: {seen}"
-    during = sorted({v["progress"]["bytes"] for v in running if v["progress"]["bytes"] > 0})
-    assert len(during) >= 2, f"progress did not move while running: {seen}"
+    assert any(v["progress"]["bytes"] > 0 for v in running), f"no progress while running: {seen}"
     assert any(v["progress"]["rate"] > 0 for v in running)
 
     # Afterwards: the final numbers, and the estimate's accuracy (actual / estimated).
@@ -82,6 +83,54 @@ def test_estimate_before_transfer_and_progress_during_a_long_job(
     assert set(accuracy) == {"duration", "bytes"}, describe_job(done)
     assert accuracy["bytes"] == 1.0
     assert accuracy["duration"] > 0
+
+
+def _uploaded(server_home: Path, before: set[Path]) -> int:
+    packs = {p for p in server_home.glob("storage/orgs/*/data/*/*") if not p.name.startswith(".")}
+    return sum(p.stat().st_size for p in packs - before if p.exists())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: progress counts bytes *read* by the archiver, which reads up to "
+    "(workers x 16 MiB pack) ahead of a throttled upload; progress shows 100 % and ETA 0 "
+    "while most of the data is still to be sent (agent/progress.py, UploadActivity ignores "
+    "the size it is given)",
+)
+def test_progress_follows_the_transfer_of_a_throttled_job(
+    fleet: Fleet, tmp_path: Path, server_home: Path
+) -> None:
+    admin = fleet.admin
+    name = fleet.name("agent")
+    fleet.start_agent(name)
+    size = 12 * MIB
+    source = write_files(tmp_path / "src", {"big.bin": os.urandom(size)})
+    policy = fleet.name("throttled")
+    admin.create_policy(policy, bandwidth_limit=2 * MIB)  # ~6 s
+    set_name = fleet.name("set")
+    admin.create_set(set_name, name, [str(source)], policy=policy)
+    before = set(server_home.glob("storage/orgs/*/data/*/*"))
+
+    job = admin.backup_now(set_name)
+    early = []  # (progress, bytes in storage) while less than half the data was uploaded
+    while (view := admin.job(job["id"]))["state"] not in FINAL_STATES:
+        uploaded = _uploaded(server_home, before)
+        if view["state"] == "running" and uploaded < size // 2:
+            early.append((view["progress"], uploaded))
+        time.sleep(0.2)
+    # Set-up problems must not pass for the expected failure: they raise RuntimeError.
+    if view["state"] != "succeeded" or not early:
+        raise RuntimeError(f"no usable observation: {describe_job(view)}\n{fleet.diagnose()}")
+    done_too_soon = [
+        (progress, uploaded)
+        for progress, uploaded in early
+        if progress["bytes"] >= size or progress["eta_seconds"] == 0
+    ]
+    assert done_too_soon == [], (
+        "progress said the job was done (100 %, ETA 0) while less than half of it was "
+        f"uploaded: {done_too_soon[:3]}"
+    )
 
 
 @pytest.mark.slow
@@ -117,9 +166,7 @@ def test_cancel_running_job(fleet: Fleet, tmp_path: Path) -> None:
     with pytest.raises(ApiError) as again:
         admin.cancel(job["id"])
     assert again.value.status == 409
-    assert again.value.detail == (
-        f"job {job['id']} already ended as cancelled; nothing to cancel"
-    )
+    assert again.value.detail == (f"job {job['id']} already ended as cancelled; nothing to cancel")
 
 
 def test_cancel_queued_job_ends_it_at_once(fleet: Fleet, tmp_path: Path) -> None:
