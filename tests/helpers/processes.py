@@ -36,6 +36,7 @@ from tests.helpers.cli import ROOST, Result, Roost
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+SERVER_POLL_WAIT = 2  # seconds; see start_server
 LOG_TAIL = 4000  # characters of each log shown in a failure message
 _LISTENING = re.compile(r"listening on (\S+?)/?$", re.MULTILINE)
 _FINGERPRINT = re.compile(r"fingerprint \(SHA-256\): ([0-9A-F:]{95})")
@@ -238,10 +239,14 @@ def start_server(
     """`roost server --home HOME --bind 127.0.0.1:PORT [ARGS]`, ready to answer.
 
     The admin password is ``env["ROOST_ADMIN_PASSWORD"]`` or a random one (set in the
-    server's environment, so it works on a restart with the same home too).
+    server's environment, so it works on a restart with the same home too). Long polls last
+    at most ``SERVER_POLL_WAIT`` seconds unless ``env`` sets ``ROOST_POLL_WAIT_SECONDS``.
     """
     settings = dict(env or {})
     settings.setdefault("ROOST_ADMIN_PASSWORD", secrets.token_urlsafe(12))
+    # An agent's long poll keeps the server from stopping until it ends, even once the agent
+    # is gone (dispatch.long_poll ignores disconnects and shutdown): keep polls short.
+    settings.setdefault("ROOST_POLL_WAIT_SECONDS", str(SERVER_POLL_WAIT))
     attempts = 1 if port is not None else 3  # a free port may be taken before the server binds
     for attempt in range(attempts):
         try:

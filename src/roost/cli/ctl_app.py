@@ -39,28 +39,30 @@ class CtlOptions:
     json: bool  # `roost --json ctl ...`
 
 
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="ROOST_SERVER",
+        help="Server URL, https://HOST:PORT (default: the one `roost ctl login` saved).",
+        show_default=False,
+    ),
+]
+FingerprintOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fingerprint",
+        envvar="ROOST_FINGERPRINT",
+        help="SHA-256 fingerprint of the server's certificate, as `roost server` printed it "
+        "(default: the one `roost ctl login` saved).",
+        show_default=False,
+    ),
+]
+
+
 @ctl_app.callback()
 def _options(
-    ctx: typer.Context,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            "--server",
-            envvar="ROOST_SERVER",
-            help="Server URL, https://HOST:PORT (default: the one `roost ctl login` saved).",
-            show_default=False,
-        ),
-    ] = None,
-    fingerprint: Annotated[
-        str | None,
-        typer.Option(
-            "--fingerprint",
-            envvar="ROOST_FINGERPRINT",
-            help="SHA-256 fingerprint of the server's certificate, as `roost server` printed "
-            "it (default: the one `roost ctl login` saved).",
-            show_default=False,
-        ),
-    ] = None,
+    ctx: typer.Context, server: ServerOption = None, fingerprint: FingerprintOption = None
 ) -> None:
     parent = ctx.find_object(GlobalOptions)
     ctx.obj = CtlOptions(server, fingerprint, parent.json if parent else False)
@@ -109,11 +111,6 @@ def seconds(value: str | None, option: str) -> int | None:
         return int(parse_duration(value).total_seconds())
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
-
-
-def present(**values: Any) -> dict[str, Any]:
-    """A request body with only the options given: the server applies its own defaults."""
-    return {name: value for name, value in values.items() if value is not None}
 
 
 # -- formatting helpers ---------------------------------------------------------------------

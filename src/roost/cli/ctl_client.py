@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,6 +209,8 @@ def open_client(target: Target) -> httpx.Client:
 def unreachable(url: str, cause: BaseException) -> UnreachableError:
     if isinstance(cause, httpx.TransportError):
         reason = describe_transport_error(cause)
+    elif isinstance(cause, ssl.SSLError):
+        reason = f"TLS handshake failed ({cause.reason or cause})"
     elif isinstance(cause, OSError) and cause.strerror:
         reason = cause.strerror.lower()
     else:
@@ -250,13 +253,13 @@ class Api:
         return self._client
 
     def get(self, path: str, /, **params: Any) -> Any:
-        return self.request("GET", path, params=_present(params)).json()
+        return _json(self.request("GET", path, params=present(**params)))
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.request("POST", path, json=body).json()
+        return _json(self.request("POST", path, json=body))
 
     def delete(self, path: str, /, **params: Any) -> None:
-        self.request("DELETE", path, params=_present(params))
+        self.request("DELETE", path, params=present(**params))
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         password = os.environ.get(PASSWORD_ENV)
@@ -286,7 +289,7 @@ class Api:
         response = self._send("POST", "/login", None, json=body)
         if response.status_code >= 400:
             raise error_for(response)
-        answer = response.json()
+        answer = _json(response)
         self._token = str(answer["token"])
         entry = ServerEntry(self.target.fingerprint, self.user, self._token, answer["expires_at"])
         self.config.servers[self.target.url] = entry
@@ -303,5 +306,17 @@ class Api:
             raise unreachable(self.target.url, exc) from None
 
 
-def _present(params: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in params.items() if value is not None}
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise CtlError(
+            f"the answer to {response.request.method} {response.request.url.path} is not JSON "
+            f"(HTTP {response.status_code}); is {response.request.url.host} a Roost server?"
+        ) from None
+
+
+def present(**values: Any) -> dict[str, Any]:
+    """The values given (not None): a request body or query where the server applies its own
+    defaults to the options left out."""
+    return {name: value for name, value in values.items() if value is not None}

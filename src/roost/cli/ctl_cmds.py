@@ -12,11 +12,12 @@ import typer
 from roost.cli import output
 from roost.cli.context import JsonOption, SecretSource
 from roost.cli.ctl_app import (
+    FingerprintOption,
+    ServerOption,
     get,
     open_api,
     options,
     post,
-    present,
     print_rows,
     seconds,
     show,
@@ -24,7 +25,15 @@ from roost.cli.ctl_app import (
     wants_json,
     when,
 )
-from roost.cli.ctl_client import PASSWORD_ENV, USER_ENV, Api, api_path, load_config, resolve_target
+from roost.cli.ctl_client import (
+    PASSWORD_ENV,
+    USER_ENV,
+    Api,
+    api_path,
+    load_config,
+    present,
+    resolve_target,
+)
 
 NO_PASSWORD = f"no password: set {PASSWORD_ENV} or run `roost ctl login` on a terminal"
 
@@ -50,12 +59,14 @@ def login(
             "--user", envvar=USER_ENV, help="User name (default: admin).", show_default=False
         ),
     ] = None,
+    server: ServerOption = None,
+    fingerprint: FingerprintOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Log in; saves the session token, the server and its fingerprint for later commands."""
     opts = options(ctx)
     config = load_config()
-    target = resolve_target(opts.server, opts.fingerprint, config)
+    target = resolve_target(server or opts.server, fingerprint or opts.fingerprint, config)
     with Api(target, config, user) as api:
         prompt = f"Password for {api.user} on {target.url}: "
         password = SecretSource(None, PASSWORD_ENV, prompt, NO_PASSWORD).read()
@@ -104,7 +115,8 @@ def tokens_create(
         f"id {created['id']}, {created['uses_left']} use(s), expires {when(created['expires_at'])}"
     )
     pin = f" --fingerprint {target.fingerprint}" if target.fingerprint else ""
-    output.say(f"enroll an agent: roost agent enroll --server {target.url}{pin} --token TOKEN")
+    output.say("enroll an agent with:")
+    output.say(f"  roost agent enroll --server {target.url}{pin} --token {created['token']}")
 
 
 @tokens_app.command("list")

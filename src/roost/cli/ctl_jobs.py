@@ -16,7 +16,6 @@ from roost.cli.ctl_app import (
     get,
     open_api,
     post,
-    present,
     print_fields,
     print_rows,
     rows_table,
@@ -25,7 +24,7 @@ from roost.cli.ctl_app import (
     wants_json,
     when,
 )
-from roost.cli.ctl_client import Api, CtlError, api_path
+from roost.cli.ctl_client import Api, CtlError, api_path, present
 from roost.errors import UsageError
 from roost.protocol.agent_api import FINAL_STATES, JobState
 
@@ -111,11 +110,10 @@ def _print_jobs(listed: list[dict[str, Any]]) -> None:
 
 
 def _state(job: dict[str, Any]) -> str:
-    return (
-        f"{job['state']} (cancelling)"
-        if job["cancel_requested"] and not _final(job)
-        else job["state"]
-    )
+    state: str = job["state"]
+    if job["cancel_requested"] and not _final(job):
+        return f"{state} (cancelling)"
+    return state
 
 
 def _done(job: dict[str, Any]) -> str:
@@ -130,15 +128,15 @@ def _final(job: dict[str, Any]) -> bool:
 def _watch(ctx: typer.Context, query: dict[str, Any]) -> None:
     from rich.live import Live  # only here: the other commands do not need it
 
-    with open_api(ctx) as api:
-        table = _jobs_table(api.get("/jobs", **query))
-        with Live(table, console=output.stdout_console(), auto_refresh=False) as live:
-            try:
+    try:
+        with open_api(ctx) as api:
+            table = _jobs_table(api.get("/jobs", **query))
+            with Live(table, console=output.stdout_console(), auto_refresh=False) as live:
                 while True:
                     time.sleep(WATCH_SECONDS)
                     live.update(_jobs_table(api.get("/jobs", **query)), refresh=True)
-            except KeyboardInterrupt:
-                pass  # Ctrl-C is how a watch ends
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends
 
 
 def job(
@@ -266,7 +264,7 @@ def _print_entries(entries: list[dict[str, Any]]) -> None:
         (
             e["type"],
             f"{e['mode']:04o}",
-            _size(e["size"]),
+            _size(e["size"]) if e["type"] == "file" else "-",
             when(e["mtime"]),
             output.show_path(e["path"]),
         )

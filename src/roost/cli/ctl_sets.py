@@ -13,7 +13,6 @@ from roost.cli.ctl_app import (
     get,
     open_api,
     post,
-    present,
     print_fields,
     print_rows,
     seconds,
@@ -21,7 +20,7 @@ from roost.cli.ctl_app import (
     text,
     when,
 )
-from roost.cli.ctl_client import api_path
+from roost.cli.ctl_client import api_path, present
 from roost.engine.filters import parse_size
 from roost.errors import UsageError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -33,8 +34,21 @@ LOST_GRACE = timedelta(seconds=10)
 MAX_JOBS_PER_POLL = 4
 
 
-async def long_poll(state: ServerState, agent_id: str, request: PollRequest) -> PollResponse:
-    """Heartbeat, then wait up to ``wait_seconds`` for jobs (woken early by this process)."""
+async def _connected() -> bool:
+    return False
+
+
+async def long_poll(
+    state: ServerState,
+    agent_id: str,
+    request: PollRequest,
+    disconnected: Callable[[], Awaitable[bool]] = _connected,
+) -> PollResponse:
+    """Heartbeat, then wait up to ``wait_seconds`` for jobs (woken early by this process).
+
+    A poll whose agent has hung up (stopped, restarted) must not claim a job: nobody would
+    receive it, and it would sit as `dispatched` until it is aborted as lost.
+    """
     loop = asyncio.get_running_loop()
     wait = min(request.wait_seconds, state.settings.poll_wait_seconds)
     deadline = loop.time() + wait
@@ -43,6 +57,8 @@ async def long_poll(state: ServerState, agent_id: str, request: PollRequest) -> 
         await asyncio.to_thread(heartbeat, state, agent_id, request)
         while True:
             wakeup.clear()
+            if await disconnected():
+                return PollResponse(jobs=[], server_time=state.clock().isoformat())
             assigned = await asyncio.to_thread(claim_jobs, state, agent_id, request.boot_id)
             remaining = deadline - loop.time()
             if assigned or remaining <= 0:

@@ -72,4 +72,5 @@ def run_server(settings: ServerSettings, echo: Callable[[str], None] = print) ->
             "ssl_keyfile": str(settings.key_path),
         }
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", **tls)  # type: ignore[arg-type]
+    # agents hold long-polls open; do not wait the whole poll out on Ctrl-C / SIGTERM
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3, **tls)  # type: ignore[arg-type]

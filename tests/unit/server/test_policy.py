@@ -669,7 +669,10 @@ def test_window_parse(text: str, start: time, duration: timedelta) -> None:
     assert Window.parse(text, BERLIN) == Window(start, duration, BERLIN)
 
 
-WINDOW_FORMS = "'HH:MM-HH:MM' such as '22:00-06:00', or 'HH:MM+<n>h' such as '22:00+8h'"
+WINDOW_FORMS = (
+    "'HH:MM-HH:MM' such as '22:00-06:00', 'HH:MM+<n>h' such as '22:00+8h', or a length "
+    "such as '4h' (opening at the schedule's time of day)"
+)
 LENGTH = "the length must be more than 0 and at most 24h"
 HHMM = "expected HH:MM between 00:00 and 23:59"
 WINDOW_ERRORS = [
@@ -740,3 +743,28 @@ def test_next_run_is_after_and_monotonic(
     assert run_late > late
     assert run_early <= run_late
     assert next_run(schedule, max(early, run_early - timedelta(seconds=1))) == run_early
+
+
+def test_window_given_as_a_length_opens_at_the_schedule_time() -> None:
+    schedule = Schedule.parse("daily 01:30", "Europe/Berlin")
+    window = Window.parse("4h", "Europe/Berlin", schedule)
+    assert (window.start, window.duration) == (time(1, 30), timedelta(hours=4))
+    assert window.describe() == "01:30-05:30"
+    cron = Window.parse("2h30m", "UTC", Schedule.parse("15 23 * * 1-5"))
+    assert cron.describe() == "23:15-01:45"
+
+
+def test_window_length_needs_a_single_daily_time() -> None:
+    twice = Schedule.parse("daily 01:00,13:00")
+    with pytest.raises(ValueError) as caught:
+        Window.parse("4h", "UTC", twice)
+    assert str(caught.value) == (
+        "invalid backup window '4h': the schedule runs at 2 times of day, so a length alone "
+        "does not say when the window opens; write it as 'HH:MM-HH:MM'"
+    )
+    with pytest.raises(ValueError) as caught:
+        Window.parse("4h", "UTC")
+    assert (
+        str(caught.value)
+        == "invalid backup window '4h': a window given as a length needs a schedule"
+    )

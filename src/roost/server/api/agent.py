@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, BackgroundTasks
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from roost.protocol.agent_api import (
     EnrollRequest,
@@ -30,8 +30,10 @@ def enroll(body: EnrollRequest, session: SessionDep, now: NowDep) -> EnrollRespo
 
 
 @router.post("/poll")
-async def poll(body: PollRequest, state: StateDep, agent: AgentDep) -> PollResponse:
-    return await dispatch.long_poll(state, agent.id, body)
+async def poll(
+    body: PollRequest, state: StateDep, agent: AgentDep, request: Request
+) -> PollResponse:
+    return await dispatch.long_poll(state, agent.id, body, request.is_disconnected)
 
 
 @router.get("/repository")

@@ -92,9 +92,9 @@ class PolicyCreate(Strict):
 
     @model_validator(mode="after")
     def _calendar(self) -> PolicyCreate:
-        Schedule.parse(self.schedule, self.timezone)  # ValueError says what is expected
+        schedule = Schedule.parse(self.schedule, self.timezone)  # ValueError says what to write
         if self.window is not None:
-            Window.parse(self.window, self.timezone)
+            Window.parse(self.window, self.timezone, schedule)
         return self
 
 

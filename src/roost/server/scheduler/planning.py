@@ -48,7 +48,10 @@ class PlanReport:
 
 
 def window_of(policy: Policy) -> Window | None:
-    return Window.parse(policy.window, policy.timezone) if policy.window else None
+    if not policy.window:
+        return None
+    schedule = Schedule.parse(policy.schedule, policy.timezone)
+    return Window.parse(policy.window, policy.timezone, schedule)
 
 
 def agent_view(agent: Agent, now: datetime, offline_after: timedelta) -> AgentView:

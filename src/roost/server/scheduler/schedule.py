@@ -47,7 +47,10 @@ SCHEDULE_FORMS = (
     "a cron expression such as '30 1 * * *', or days and times such as "
     "'mon,wed,fri 01:30,13:00', 'daily 02:00' or 'weekdays 22:00'"
 )
-WINDOW_FORMS = "'HH:MM-HH:MM' such as '22:00-06:00', or 'HH:MM+<n>h' such as '22:00+8h'"
+WINDOW_FORMS = (
+    "'HH:MM-HH:MM' such as '22:00-06:00', 'HH:MM+<n>h' such as '22:00+8h', or a length "
+    "such as '4h' (opening at the schedule's time of day)"
+)
 _CRON_HINT = "expected 5 fields (minute hour day-of-month month day-of-week) such as '30 1 * * *'"
 _DAY_HINT = (
     "use mon, tue, wed, thu, fri, sat, sun (or a range such as mon-fri), "
@@ -59,6 +62,7 @@ _FULL_DAY = timedelta(hours=24)
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
 _DAYS_TIMES = re.compile(r"(?P<days>[a-z][a-z,\s-]*?)\s+(?P<times>\d[\d:,\s]*)")
 _WINDOW_RANGE = re.compile(r"(?P<start>[\d:]+)\s*-\s*(?P<end>[\d:]+)")
+_WINDOW_ONLY_LENGTH = re.compile(r"(?:(?P<h>\d+)h)?\s*(?:(?P<m>\d+)m)?")
 _WINDOW_LENGTH = re.compile(r"(?P<start>[\d:]+)\s*\+\s*(?:(?P<h>\d+)h)?\s*(?:(?P<m>\d+)m)?")
 
 
@@ -276,10 +280,18 @@ class Window:
             raise ValueError("a backup window's start is a local wall-clock time with no tzinfo")
 
     @classmethod
-    def parse(cls, text: str, timezone: str = "UTC") -> Window:
-        """A window written "22:00-06:00" (start-end) or "22:00+8h" (start+length)."""
+    def parse(cls, text: str, timezone: str = "UTC", schedule: Schedule | None = None) -> Window:
+        """A window written "22:00-06:00" (start-end), "22:00+8h" (start+length), or "4h".
+
+        A bare length opens at the schedule's time of day, so ``--schedule "daily 01:30"
+        --window 4h`` means 01:30-05:30; it needs a schedule that runs at one time of day.
+        """
         cleaned = text.strip().lower()
         context = f"backup window {text!r}"
+        only = _WINDOW_ONLY_LENGTH.fullmatch(cleaned)
+        if only and (only["h"] or only["m"]):
+            length = timedelta(hours=int(only["h"] or 0), minutes=int(only["m"] or 0))
+            return cls(start=_single_start(schedule, context), duration=length, timezone=timezone)
         if match := _WINDOW_RANGE.fullmatch(cleaned):
             start, end = _parse_hhmm(match["start"], context), _parse_hhmm(match["end"], context)
             if start == end:
@@ -323,6 +335,24 @@ class Window:
     def _occurrence(self, day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
         opens = datetime.combine(day, self.start)
         return resolve_local(opens, tz), resolve_local(opens + self.duration, tz)
+
+
+def _single_start(schedule: Schedule | None, context: str) -> time:
+    """The one local time of day at which ``schedule`` runs (looking at two weeks of slots)."""
+    if schedule is None:
+        raise ValueError(f"invalid {context}: a window given as a length needs a schedule")
+    start = datetime(2026, 1, 5)
+    times = set()
+    for slot in schedule.local_slots(start):
+        if slot > start + timedelta(days=14):
+            break
+        times.add(slot.time())
+    if len(times) != 1:
+        raise ValueError(
+            f"invalid {context}: the schedule runs at {len(times)} times of day, so a length "
+            "alone does not say when the window opens; write it as 'HH:MM-HH:MM'"
+        )
+    return times.pop()
 
 
 def _on_day(moment: time) -> datetime:
