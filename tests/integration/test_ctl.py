@@ -326,10 +326,20 @@ def test_policies_create_list_show(admin: Ctl) -> None:
     assert fails(admin, "policies", "create", "full", "--schedule", "daily 01:00", code=6) == (
         "roost: error: a policy named 'full' already exists; choose another name"
     )
+    short = admin.json("policies", "create", "x", "--schedule", "daily 01:00", "--window", "4h")
+    assert short["window"] == "4h"  # opens at the schedule's time: 01:00-05:00
     line = fails(
-        admin, "policies", "create", "x", "--schedule", "daily 01:00", "--window", "4h", code=2
+        admin,
+        "policies",
+        "create",
+        "y",
+        "--schedule",
+        "daily 01:00,13:00",
+        "--window",
+        "4h",
+        code=2,
     )
-    assert line.startswith("roost: error: body: invalid backup window '4h'")
+    assert line.startswith("roost: error: body: invalid backup window '4h': the schedule runs")
     assert fails(admin, "policies", "show", "nope", code=4) == (
         "roost: error: no policy named 'nope'; list them with GET /api/v1/policies"
     )
