@@ -38,6 +38,7 @@ class Meter:
         self.total_bytes = total_bytes
         self.files = 0
         self.bytes = 0
+        self.backlog = 0  # read but not yet uploaded: progress follows the transfer
         self._clock = clock
         self._interval = interval
         self._started = clock()
@@ -67,13 +68,18 @@ class Meter:
         if check_cancel:
             self.reporter.raise_if_cancelled()
 
+    def set_backlog(self, count: int) -> None:
+        with self._lock:
+            self.backlog = max(0, count)
+
     def current(self) -> Progress:
         elapsed = self._clock() - self._started
-        rate = self.bytes / elapsed if elapsed > 0 else 0.0
+        done = max(0, self.bytes - self.backlog)
+        rate = done / elapsed if elapsed > 0 else 0.0
         eta = None
         if self.total_bytes is not None and rate > 0:
-            eta = max(0.0, (self.total_bytes - self.bytes) / rate)
-        return Progress(files_done=self.files, bytes_done=self.bytes, rate=rate, eta_seconds=eta)
+            eta = max(0.0, (self.total_bytes - done) / rate)
+        return Progress(files_done=self.files, bytes_done=done, rate=rate, eta_seconds=eta)
 
 
 class UploadActivity:
@@ -104,6 +110,9 @@ class BackupEvents(BackupProgress):
     def missed(self, path: bytes, reason: str) -> None:
         # Not logged one by one: the final event lists every missed file with its reason.
         self.meter.add()
+
+    def backlog(self, count: int) -> None:
+        self.meter.set_backlog(count)
 
 
 class RestoreEvents(RestoreProgress):

@@ -21,6 +21,7 @@ from roost import __version__
 from roost.cli import backup_cmds, benchmark, forget_cmds, key_cmds, repo_cmds
 from roost.cli.context import GlobalOptions, JsonOption
 from roost.errors import RoostError
+from roost.memory import tune_allocator
 
 INTERRUPTED = 130
 
@@ -176,6 +177,7 @@ def _debug() -> bool:
 
 
 def main() -> NoReturn:
+    tune_allocator()
     sys.exit(run())
 
 

@@ -147,7 +147,11 @@ class Archiver:
 
     def _run_locked(self, paths: list[bytes], index: MasterIndex) -> tuple[Snapshot, BackupSummary]:
         saver = BlobSaver(
-            self.repo, index, workers=self.workers, checkpoint_seconds=self.checkpoint_seconds
+            self.repo,
+            index,
+            workers=self.workers,
+            checkpoint_seconds=self.checkpoint_seconds,
+            on_backlog=self.progress.backlog,
         )
         counters = Counters()
         walker = Walker(

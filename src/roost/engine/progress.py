@@ -21,6 +21,13 @@ class BackupProgress:
     def missed(self, path: bytes, reason: str) -> None:
         """A file or directory could not be read completely."""
 
+    def backlog(self, count: int) -> None:
+        """``count`` bytes of new data have been read but not yet stored.
+
+        Reading runs ahead of uploads (bounded); progress that should follow the transfer,
+        e.g. over a throttled link, subtracts this from the bytes read.
+        """
+
 
 class RestoreProgress:
     def restore_started(self, files: int, size: int) -> None:

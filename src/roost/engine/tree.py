@@ -14,9 +14,10 @@ everything outside them is a hole, recreated as a hole on restore.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from roost.errors import CorruptObject, UnsupportedFormat
 
@@ -157,12 +158,12 @@ def node_from_json(doc: dict[str, Any]) -> Node:
 def encode_tree(nodes: list[Node]) -> bytes:
     ordered = sorted(nodes, key=lambda node: node.name)
     body = {"v": TREE_VERSION, "nodes": [node_to_json(node) for node in ordered]}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return orjson.dumps(body)  # compact UTF-8 JSON; several times faster than json
 
 
 def decode_tree(data: bytes) -> list[Node]:
     try:
-        body = json.loads(data)
+        body = orjson.loads(data)
         version = body["v"]
         if version != TREE_VERSION:
             raise UnsupportedFormat(f"tree version {version} is newer than this Roost")

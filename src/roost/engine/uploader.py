@@ -50,6 +50,7 @@ class BlobSaver:
         checkpoint_seconds: float = 30.0,
         checkpoint_packs: int = 32,
         on_pack: Callable[[int], None] | None = None,
+        on_backlog: Callable[[int], None] | None = None,
     ) -> None:
         self.repo = repo
         self.index = index
@@ -67,9 +68,15 @@ class BlobSaver:
         self._error: BaseException | None = None
         self._futures: set[Future[None]] = set()
         self._on_pack = on_pack
+        self._on_backlog = on_backlog
+        self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
 
     def has(self, blob_id: bytes) -> bool:
         return blob_id in self._seen or self.index.live(blob_id) is not None
+
+    def has_live(self, blob_id: bytes | None) -> bool:
+        """Whether a stored blob can be referenced as is (present and not tombstoned)."""
+        return blob_id is not None and self.has(blob_id)
 
     def save(
         self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
@@ -88,6 +95,9 @@ class BlobSaver:
             self._seen.add(blob_id)
             self.stats.blobs_new += 1
             self.stats.bytes_new_raw += len(data)
+            self._backlog += len(data)
+            backlog = self._backlog
+        self._report_backlog(backlog)
         if inline:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
@@ -107,6 +117,10 @@ class BlobSaver:
         exc = future.exception()
         if exc is not None and self._error is None:
             self._error = exc
+
+    def _report_backlog(self, backlog: int) -> None:
+        if self._on_backlog is not None:
+            self._on_backlog(backlog)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -134,7 +148,10 @@ class BlobSaver:
             self.stats.packs_written += 1
             self.index.add_pack(pack_id, builder.entries)
             self._pending_index.packs[pack_id] = builder.entries
+            self._backlog -= sum(entry.raw_length for entry in builder.entries)
+            backlog = self._backlog
             due = self._checkpoint_due()
+        self._report_backlog(backlog)
         if self._on_pack is not None:
             self._on_pack(len(data))
         if due:

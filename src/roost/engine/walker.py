@@ -28,7 +28,6 @@ from roost.engine.tree import DIR, FILE, Node, encode_tree
 from roost.engine.uploader import BlobSaver
 from roost.errors import RoostError
 
-
 SNAPSHOT_PREFIX = b".roost-snap-"
 
 
@@ -48,6 +47,8 @@ Child = Node | Future[Node | None] | _Linked
 class _DirTask:
     node: Node
     children: list[Child] = field(default_factory=list)
+    parent_subtree: bytes | None = None
+    parent_nodes: list[Node] = field(default_factory=list)
 
 
 class Walker:
@@ -81,10 +82,13 @@ class Walker:
     def parent_children(self, subtree: bytes | None) -> dict[bytes, Node]:
         if subtree is None:
             return {}
+        return {node.name: node for node in self.parent_nodes(subtree)}
+
+    def parent_nodes(self, subtree: bytes) -> list[Node]:
         try:
-            return {node.name: node for node in self.repo.load_tree(subtree)}
+            return self.repo.load_tree(subtree)
         except RoostError:
-            return {}  # an unreadable parent tree only costs re-reading
+            return []  # an unreadable parent tree only costs re-reading
 
     # -- directories --------------------------------------------------------------------
 
@@ -94,7 +98,10 @@ class Walker:
         self.counters.add(dirs=1)
         task = _DirTask(node)
         if not (self.options.rules.one_file_system and node.device != root_dev):
-            old = self.parent_children(parent.subtree if parent and parent.type == DIR else None)
+            if parent is not None and parent.type == DIR and parent.subtree is not None:
+                task.parent_subtree = parent.subtree
+                task.parent_nodes = self.parent_nodes(parent.subtree)
+            old = {child.name: child for child in task.parent_nodes}
             self._save_entries(path, rel, root_dev, old, task)
         self._pending.append(task)
         self.drain(block=False)
@@ -126,7 +133,9 @@ class Walker:
             st = os.lstat(path)
             if self._excluded(rel, st):
                 return None
-            node = fsmeta.node_from_stat(name, st, path, read_xattrs=self.options.read_xattrs)
+            node = fsmeta.node_from_stat(name, st, path, read_xattrs=False)
+            if self.options.read_xattrs:
+                node.xattrs = self._xattrs(path, node, parent)
         except OSError as exc:
             self.counters.miss(path, describe_os_error(exc), self.progress)
             return None
@@ -139,6 +148,12 @@ class Walker:
             return self.save_file(path, node, parent)
         self.counters.add(other=1)
         return node
+
+    @staticmethod
+    def _xattrs(path: bytes, node: Node, parent: Node | None) -> list[tuple[bytes, bytes]]:
+        if parent is not None and node.same_file_as(parent):
+            return list(parent.xattrs)  # changing an xattr changes ctime: these are current
+        return fsmeta.xattrs_of(path)
 
     def _excluded(self, rel: bytes, st: os.stat_result) -> bool:
         rules = self.options.rules
@@ -221,6 +236,10 @@ class Walker:
 
     def _encode(self, task: _DirTask) -> None:
         nodes = self.resolve_all(task.children)
+        unchanged = task.parent_subtree is not None and nodes == task.parent_nodes
+        if unchanged and self.saver.has_live(task.parent_subtree):
+            task.node.subtree = task.parent_subtree  # identical entries: identical tree blob
+            return
         task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
 
     def _resolve(self, child: Child) -> Node | None:

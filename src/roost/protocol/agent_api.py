@@ -139,9 +139,10 @@ class JobResult(Strict):
 
 
 class JobEvent(Strict):
-    state: Literal[
-        "running", "succeeded", "succeeded_with_errors", "failed", "aborted", "cancelled"
-    ] | None = None
+    state: (
+        Literal["running", "succeeded", "succeeded_with_errors", "failed", "aborted", "cancelled"]
+        | None
+    ) = None
     estimate: Estimate | None = None
     progress: Progress | None = None
     log: list[LogLine] = Field(default_factory=list, max_length=1000)

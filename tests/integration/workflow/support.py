@@ -93,16 +93,9 @@ class Fleet:
             self.wait_agent_state(name, "online")
         return agent
 
-    def stop(self, agent: AgentProcess, *, how: str = "stop", wait_offline: bool = True) -> None:
-        """SIGTERM (``how="stop"``) or SIGKILL the agent; then, by default, wait until the
-        server sees it offline.
-
-        Why wait: the long-poll the agent had open when it stopped keeps running on the
-        server until its wait ends, and claims any job queued meanwhile for a process that
-        no longer exists (product bug, see test_backup_now_right_after_the_agent_stopped_*).
-        Offline (3 s) comes after that poll's end (1 s), so after this wait no orphan poll
-        can take the test's next job.
-        """
+    def stop(self, agent: AgentProcess, *, how: str = "stop", wait_offline: bool = False) -> None:
+        """SIGTERM (``how="stop"``) or SIGKILL the agent; with ``wait_offline`` also wait
+        until the server sees it offline (3 s without a heartbeat)."""
         if how == "kill":
             agent.kill()
         else:

@@ -88,7 +88,7 @@ def test_backup_now_while_agent_offline_is_queued_then_runs(fleet: Fleet, tmp_pa
     name = fleet.name("agent")
     home = tmp_path / "agent-home"
     agent = fleet.start_agent(name, home=home)
-    fleet.stop(agent)  # and wait until the server sees it offline
+    fleet.stop(agent, wait_offline=True)
     source = _small_tree(tmp_path / "src")
     set_name = fleet.name("set")
     admin.create_set(set_name, name, [str(source)])
@@ -176,7 +176,7 @@ def test_job_queued_before_the_agent_was_disabled_waits_until_it_is_enabled(
     admin = fleet.admin
     name = fleet.name("agent")
     home = tmp_path / "agent-home"
-    fleet.stop(fleet.start_agent(name, home=home))
+    fleet.stop(fleet.start_agent(name, home=home), wait_offline=True)
     source = _small_tree(tmp_path / "src")
     set_name = fleet.name("set")
     admin.create_set(set_name, name, [str(source)])
@@ -185,9 +185,9 @@ def test_job_queued_before_the_agent_was_disabled_waits_until_it_is_enabled(
 
     before = admin.agent(name)["last_seen"]
     fleet.start_agent(name, home=home, wait_online=False)
-    for poll in ("first", "second"):  # a poll records its heartbeat before it claims jobs
-        seen = admin.agent(name)["last_seen"]
-        fleet.observe(f"the {poll} poll", lambda s=seen: admin.agent(name)["last_seen"] != s)
+    for poll in ("a", "another"):  # a poll records its heartbeat before it claims jobs
+        seen: str = admin.agent(name)["last_seen"]
+        fleet.observe(f"{poll} poll", lambda: admin.agent(name)["last_seen"] != seen)  # noqa: B023
     assert admin.agent(name)["last_seen"] != before
     assert admin.agent(name)["state"] == "disabled"
     assert admin.job(job["id"])["state"] == "queued"  # a disabled agent is given nothing
@@ -197,43 +197,40 @@ def test_job_queued_before_the_agent_was_disabled_waits_until_it_is_enabled(
     fleet.check(done["state"] == "succeeded", "the queued job after enabling", done)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: the long-poll an agent had open when it stopped goes on waiting on "
-    "the server (server/dispatch.py long_poll) and claims a job queued meanwhile for a "
-    "process that is gone; the job stays 'dispatched' and is aborted 'agent lost the job' "
-    "once the agent is back",
-)
 def test_backup_now_right_after_the_agent_stopped_stays_queued(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    """With the default 25 s long-poll: the agent is stopped while its poll waits."""
+    """Regression: the long-poll an agent had open when it stopped went on waiting on the
+    server and claimed a job queued meanwhile for a process that was gone; the job sat
+    `dispatched` and was aborted "agent lost the job" once the agent came back. Seen with
+    the default 25 s long-poll, so this test runs its own server with it."""
     server = start_server(tmp_path / "server", {"ROOST_POLL_WAIT_SECONDS": "25"})
     try:
         admin = AdminClient.login(server.url, server.admin_password, fingerprint=server.fingerprint)
         crew = Fleet(server, admin, tmp_path / "fleet", fleet.prefix)
         try:
             name = crew.name("agent")
-            agent = crew.start_agent(name)
+            home = tmp_path / "agent-home"
+            agent = crew.start_agent(name, home=home)
             source = _small_tree(tmp_path / "src")
             set_name = crew.name("set")
             admin.create_set(set_name, name, [str(source)])
             first_poll = admin.agent(name)["last_seen"]
             # The next heartbeat opens the long poll that then waits up to 25 s.
             crew.observe("the long poll", lambda: admin.agent(name)["last_seen"] != first_poll)
-            crew.stop(agent, wait_offline=False)  # offline only after 90 s (the default)
+            crew.stop(agent)  # still "online" for 90 s (the default)
 
             job = admin.backup_now(set_name)
+            assert (job["state"], job["reason"]) == ("queued", None)  # the agent looks online
             over = deadline(2.0)
             while not over():
                 seen = admin.job(job["id"])
-                if seen["state"] != "queued":
-                    raise AssertionError(
-                        f"no agent runs, yet the job became {seen['state']!r} "
-                        f"(dispatched at {seen['dispatched_at']})"
-                    )
+                crew.check(seen["state"] == "queued", "a job no running agent could take", seen)
                 time.sleep(0.2)
+
+            crew.start_agent(name, home=home)
+            done = crew.wait_job(job["id"])
+            crew.check(done["state"] == "succeeded", "the job once the agent is back", done)
         finally:
             crew.stop_all()
             admin.close()
@@ -275,7 +272,7 @@ def test_agent_killed_mid_backup_is_aborted_and_next_backup_reuses_chunks(
     # Some chunks are uploaded (a whole pack is in storage) but far from all of them.
     fleet.observe("a first pack in storage", lambda: _packs(server_home) - packs_before)
     fleet.observe("progress", lambda: admin.job(job["id"])["progress"]["bytes"] > 0)
-    fleet.stop(agent, how="kill", wait_offline=False)  # restart at once, like a reboot
+    fleet.stop(agent, how="kill")  # and restart at once, like a quick reboot
     uploaded = _packs(server_home) - packs_before
     in_flight = admin.job(job["id"])
     fleet.check(in_flight["state"] == "running", "the job when the agent was killed", in_flight)

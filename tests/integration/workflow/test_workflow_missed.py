@@ -90,9 +90,9 @@ def test_unreadable_files_are_missed_then_retried_even_if_unchanged(
     summary = second["summary"]
     assert (summary["files_new"], summary["files_unchanged"], summary["files_missed"]) == (1, 1, 0)
     assert summary["bytes_read"] == len(content)  # ...yet reads exactly the missed file again
-    listed = {e["name"]: e for e in admin.ls(set_name, second["snapshot_id"], str(source))}
-    assert sorted(listed) == ["public.txt", "secret.bin"]
-    assert (listed["secret.bin"]["size"], listed["secret.bin"]["mode"]) == (len(content), 0o600)
+    entries = {e["name"]: e for e in admin.ls(set_name, second["snapshot_id"], str(source))}
+    assert sorted(entries) == ["public.txt", "secret.bin"]
+    assert (entries["secret.bin"]["size"], entries["secret.bin"]["mode"]) == (len(content), 0o600)
     assert file_identity(secret) == before
 
     # The file's exact bytes come back (restored by the same unprivileged agent).

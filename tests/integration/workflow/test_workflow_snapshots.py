@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers.api_client import Json
 from tests.helpers.compare import assert_trees_equal
 from tests.integration.workflow.support import Fleet, describe_job, restored, write_files
 
@@ -72,8 +73,8 @@ def _roost_snapshots(top: Path) -> list[str]:
     return [line for line in listing.splitlines() if SNAPSHOT_PREFIX in line]
 
 
-def _messages(job: dict[str, object]) -> list[str]:
-    return [str(line["message"]) for line in job["log"]]  # type: ignore[attr-defined,index]
+def _messages(job: Json) -> list[str]:
+    return [str(line["message"]) for line in job["log"]]
 
 
 def _files(root: Path) -> Path:
