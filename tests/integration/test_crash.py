@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.cli import ROOST, Roost
 from tests.helpers.compare import assert_trees_equal
 

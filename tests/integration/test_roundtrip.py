@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.helpers.compare import assert_trees_equal, snapshot_tree
+from tests.helpers.treegen import make_awkward_tree
 
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.keys import KdfParams
 from roost.engine.repository import Repository
 from roost.engine.restorer import Restorer
 from roost.storage.local import LocalBackend
-from tests.helpers.compare import assert_trees_equal, snapshot_tree
-from tests.helpers.treegen import make_awkward_tree
 
 WEAK = KdfParams(memory_kib=64, iterations=1, lanes=1)
 
