@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,7 +74,9 @@ class Restorer:
         self._lock = Lock()
         self._links: dict[tuple[int, int], bytes] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-restore")
-        self._futures: list[Future[None]] = []
+        # bounded: a million small files must not become a million queued work items
+        self._slots = threading.BoundedSemaphore(workers * 8)
+        self._failure: BaseException | None = None
         self._dirs: list[tuple[bytes, Node]] = []
         self._pending_links: list[tuple[bytes, bytes, Node]] = []
         self._failed: set[bytes] = set()
@@ -101,8 +104,9 @@ class Restorer:
         self._prepare_target()
         try:
             self._restore_tree(self.snapshot.tree, self.target, [])
-            for future in self._futures:
-                future.result()
+            self._pool.shutdown(wait=True)
+            if self._failure is not None:
+                raise self._failure
             self._make_links()
         finally:
             self._pool.shutdown(wait=True)
@@ -201,7 +205,7 @@ class Restorer:
             else:
                 if node.nlink > 1:
                     self._links[(node.device, node.inode)] = final
-                self._futures.append(self._pool.submit(self._restore_file, node, final))
+                self._submit(node, final)
             return
         try:
             if node.type == SYMLINK:
@@ -234,6 +238,18 @@ class Restorer:
             return _free_name(path)
         os.unlink(path)
         return path
+
+    def _submit(self, node: Node, path: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._slots.acquire()
+        future = self._pool.submit(self._restore_file, node, path)
+        future.add_done_callback(self._file_finished)
+
+    def _file_finished(self, future: Future[None]) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None and self._failure is None:
+            self._failure = future.exception()
 
     def _restore_file(self, node: Node, path: bytes) -> None:
         try:

@@ -57,7 +57,7 @@ class BlobSaver:
         self.stats = SaverStats()
         self._workers = workers or max(2, os.cpu_count() or 2)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="roost-saver")
-        self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 4)
+        self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 2)
         self._lock = threading.Lock()
         self._seen: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}

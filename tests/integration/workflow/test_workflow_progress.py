@@ -73,7 +73,8 @@ def test_estimate_before_transfer_and_progress_during_a_long_job(
     # the transfer is test_progress_follows_the_transfer_of_a_throttled_job.)
     seen = [(v["progress"]["bytes"], v["progress"]["files"]) for v in views]
     assert seen == sorted(seen), f"progress went backwards: {seen}"
-    assert any(v["progress"]["bytes"] > 0 for v in running), f"no progress while running: {seen}"
+    during = {v["progress"]["bytes"] for v in running if 0 < v["progress"]["bytes"] < total_bytes}
+    assert len(during) >= 2, f"progress did not move while running: {seen}"
     assert any(v["progress"]["rate"] > 0 for v in running)
 
     # Afterwards: the final numbers, and the estimate's accuracy (actual / estimated).
@@ -90,17 +91,13 @@ def _uploaded(server_home: Path, before: set[Path]) -> int:
     return sum(p.stat().st_size for p in packs - before if p.exists())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: progress counts bytes *read* by the archiver, which reads up to "
-    "(workers x 16 MiB pack) ahead of a throttled upload; progress shows 100 % and ETA 0 "
-    "while most of the data is still to be sent (agent/progress.py, UploadActivity ignores "
-    "the size it is given)",
-)
+@pytest.mark.slow
 def test_progress_follows_the_transfer_of_a_throttled_job(
     fleet: Fleet, tmp_path: Path, server_home: Path
 ) -> None:
+    """Regression: progress counted the bytes *read*, and reading runs up to several 16 MiB
+    packs ahead of a throttled upload, so progress said 100 % with an ETA of 0 while most
+    of the data was still to be sent."""
     admin = fleet.admin
     name = fleet.name("agent")
     fleet.start_agent(name)
@@ -119,9 +116,8 @@ def test_progress_follows_the_transfer_of_a_throttled_job(
         if view["state"] == "running" and uploaded < size // 2:
             early.append((view["progress"], uploaded))
         time.sleep(0.2)
-    # Set-up problems must not pass for the expected failure: they raise RuntimeError.
-    if view["state"] != "succeeded" or not early:
-        raise RuntimeError(f"no usable observation: {describe_job(view)}\n{fleet.diagnose()}")
+    fleet.check(view["state"] == "succeeded", "the throttled backup", view)
+    assert early, "no observation while less than half of the data was uploaded"
     done_too_soon = [
         (progress, uploaded)
         for progress, uploaded in early
