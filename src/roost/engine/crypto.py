@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 
 import blake3
@@ -64,6 +65,34 @@ class MasterKey:
         return cls(enc, mac, seed)
 
 
+_nonces = threading.local()
+_NONCE_BATCH = 512
+
+
+def _forget_nonces_after_fork() -> None:
+    # a forked child must never hand out nonces its parent may also use
+    global _nonces
+    _nonces = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_nonces_after_fork)
+
+
+def random_nonce() -> bytes:
+    """12 random bytes from a per-thread pool refilled 512 nonces at a time.
+
+    Nonces stay fully random (AES-GCM with random 96-bit nonces); batching only saves one
+    getrandom() system call per object, which showed up in profiles of small-file backups.
+    """
+    pool: bytes | None = getattr(_nonces, "pool", None)
+    offset: int = getattr(_nonces, "offset", 0)
+    if pool is None or offset >= len(pool):
+        pool, offset = os.urandom(NONCE_SIZE * _NONCE_BATCH), 0
+        _nonces.pool = pool
+    _nonces.offset = offset + NONCE_SIZE
+    return pool[offset : offset + NONCE_SIZE]
+
+
 class Key:
     """Encrypts, decrypts and names objects with one repository's master key."""
 
@@ -77,7 +106,7 @@ class Key:
         return blake3.blake3(data, key=self._id_key).digest()
 
     def encrypt(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
-        nonce = os.urandom(NONCE_SIZE)
+        nonce = random_nonce()
         return bytes((OBJECT_VERSION,)) + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def decrypt(self, ciphertext: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
