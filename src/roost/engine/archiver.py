@@ -128,7 +128,7 @@ class Archiver:
         progress: BackupProgress | None = None,
         *,
         workers: int | None = None,
-        readers: int = 2,
+        readers: int = 1,
         checkpoint_seconds: float = 30.0,
     ) -> None:
         self.repo = repo

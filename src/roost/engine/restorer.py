@@ -60,7 +60,7 @@ class Restorer:
         includes: list[str] | None = None,
         conflict: str = "overwrite",
         progress: RestoreProgress | None = None,
-        workers: int = 4,
+        workers: int = 2,
     ) -> None:
         if conflict not in CONFLICT_POLICIES:
             raise UsageError(f"--conflict must be one of {', '.join(CONFLICT_POLICIES)}")

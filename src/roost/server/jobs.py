@@ -46,6 +46,8 @@ def transition(job: Job, new_state: str, reason: str | None = None, *, now: date
         job.reason = reason
     if new_state == "dispatched":
         job.dispatched_at = now
+        if reason is None:
+            job.reason = None  # "queued until it connects" is history once it is handed out
     elif new_state == "running":
         job.started_at = now
     elif new_state in FINAL_STATES:

@@ -8,8 +8,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.helpers.api_client import AdminClient
@@ -56,6 +57,18 @@ def fleet(
         yield crew
     finally:
         crew.stop_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any]:
+    """Every failing test shows its processes' stderr tails, whichever assert failed."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    crew = getattr(item, "funcargs", {}).get("fleet")
+    if report.when == "call" and report.failed and isinstance(crew, Fleet):
+        report.sections.append(("roost processes: stderr tails", crew.diagnose()))
 
 
 @pytest.fixture

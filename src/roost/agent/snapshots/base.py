@@ -92,7 +92,8 @@ def _run_process(argv: list[str], timeout: float) -> CommandResult:
             check=False,
             env=env,
         )
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
+        # PermissionError: an untraversable directory on PATH hides the tool just the same
         return CommandResult(127, "", f"{argv[0]}: command not found")
     except subprocess.TimeoutExpired:
         return CommandResult(124, "", f"timed out after {timeout:g} s")
