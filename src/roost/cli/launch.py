@@ -238,10 +238,32 @@ def _show(bar: Progress, task: Any, job: dict[str, Any]) -> None:
     )
 
 
+def port_in_use(layout: Layout) -> bool:
+    host, _, port = layout.bind.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    # `kill`, `timeout` and closing the terminal must stop server and agent too: they run in
+    # their own sessions (so Ctrl-C reaches them only through us) and would outlive us
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     layout = Layout.from_environment()
     for folder in (layout.home, layout.logs):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if port_in_use(layout):
+        fail(
+            f"something already listens on {layout.bind} (another `make run`?); stop it, "
+            "or choose another address with ROOST_BIND=127.0.0.1:PORT"
+        )
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
     password = admin_password(layout)
     env = {**os.environ, "ROOST_ADMIN_PASSWORD": password}
     server = start(
