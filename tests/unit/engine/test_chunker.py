@@ -1,0 +1,56 @@
+"""The block-wise chunker cuts exactly where pyfastcdc's streaming chunker cuts."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from pyfastcdc import FastCDC
+
+from roost.engine import chunker as chunker_module
+from roost.engine.chunker import Chunker, ExtentReader
+
+MIN, AVG, MAX, SEED = 64 * 1024, 256 * 1024, 1024 * 1024, 12345
+
+
+def _reference(data: bytes) -> list[bytes]:
+    cdc = FastCDC(AVG, min_size=MIN, max_size=MAX, seed=SEED)
+    return [bytes(c.data) for c in cdc.cut_buf(data)]
+
+
+@pytest.mark.parametrize("size", [0, 1, MIN, MAX, 3 * MAX + 17, 9 * MAX + 5])
+@pytest.mark.parametrize("block", [2 * MAX, 3 * MAX + 1])
+def test_block_cuts_equal_whole_buffer_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, block: int
+) -> None:
+    monkeypatch.setattr(chunker_module, "BLOCK_SIZE", block)
+    rng = random.Random(size)
+    data = rng.randbytes(size // 2) + bytes(size - size // 2)  # random, then a zero run
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = list(Chunker(MIN, AVG, MAX, SEED).chunks(ExtentReader(fd, [(0, size)])))
+    finally:
+        os.close(fd)
+    assert chunks == _reference(data)
+    assert b"".join(chunks) == data
+
+
+def test_extents_are_read_back_to_back(tmp_path: Path) -> None:
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.write(b"a" * 100)
+        f.seek(1000)
+        f.write(b"b" * 50)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = ExtentReader(fd, [(0, 100), (1000, 50)])
+        assert reader.read(120) == b"a" * 100 + b"b" * 20
+        assert reader.read(1000) == b"b" * 30
+        assert reader.read(10) == b""
+        assert reader.bytes_read == 150
+    finally:
+        os.close(fd)
