@@ -24,20 +24,25 @@ from pathlib import Path
 import pytest
 from tests.helpers.api_client import AdminClient
 from tests.helpers.processes import AgentProcess, ServerProcess, start_agent, start_server
+from tests.helpers.require import required
+
+
+def _unavailable(reason: str) -> None:
+    """Skip the module, or fail it where the run requires a browser (CI)."""
+    if required("chromium"):
+        pytest.fail(f"chromium is required in this run (ROOST_TEST_REQUIRE) but {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
 
 try:
     from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
-    pytest.skip(
-        "the playwright package is not installed: pip install -e '.[dev]'",
-        allow_module_level=True,
-    )
+    _unavailable("the playwright package is not installed: pip install -e '.[dev]'")
 
 CHROMIUM = Path(os.environ.get("ROOST_TEST_CHROMIUM", "/usr/bin/chromium"))
 if not CHROMIUM.exists():  # pragma: no cover - depends on the environment
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set ROOST_TEST_CHROMIUM)",
-        allow_module_level=True,
+    _unavailable(
+        f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set ROOST_TEST_CHROMIUM)"
     )
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
