@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from roost.agent.errors import AgentError, NotEnrolled
+from roost.agent.errors import AgentAlreadyRunning, AgentError, NotEnrolled
 
 CONFIG_VERSION = 1
 CONFIG_NAME = "agent.json"
@@ -96,3 +99,35 @@ def save_config(home: Path, config: AgentConfig) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def single_instance(home: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the agent home while the agent runs.
+
+    Two agents with one identity would both poll; a job handed to one that then stops is
+    aborted as lost. The lock goes with the process, so a crash never leaves it behind.
+    """
+    fd = os.open(home / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            raise AgentAlreadyRunning(
+                f"another `roost agent run` is using {home}; stop it first (one agent per home)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int) -> None:
+    """Non-blocking exclusive lock: flock on POSIX, msvcrt.locking on Windows."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -30,6 +30,10 @@ class NotEnrolled(AgentError):
     exit_code = 21
 
 
+class AgentAlreadyRunning(AgentError):
+    """Another `roost agent run` uses this agent home; stop it first (one agent per home)."""
+
+
 class AlreadyEnrolled(AgentError):
     """This agent home already holds an enrollment; use another --home or pass --force."""
 

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from roost.agent.config import load_config, resolve_home
+from roost.agent.config import load_config, resolve_home, single_instance
 from roost.agent.enroll import default_name, enroll
 from roost.agent.platform import current_platform
 from roost.agent.runner import AgentRunner
@@ -127,7 +127,8 @@ def run_command(
         runner = AgentRunner(load_config(agent_home), agent_home)
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            runner.run()
+            with single_instance(agent_home):
+                runner.run()
         finally:
             signal.signal(signal.SIGTERM, previous)
 
