@@ -133,26 +133,40 @@ def _xattr_to_json(name: bytes, value: bytes) -> dict[str, Any]:
 
 
 def node_from_json(doc: dict[str, Any]) -> Node:
+    # hot in incremental backups (every parent tree is decoded): one constructor call
+    get = doc.get
     name = _get_bytes(doc, "name")
-    if name is None or doc.get("type") not in NODE_TYPES:
+    kind = get("type")
+    if name is None or kind not in NODE_TYPES:
         raise CorruptObject("a tree entry lacks its name or has an unknown type")
-    node = Node(name=name, type=str(doc["type"]))
-    for key in _INT_FIELDS:
-        setattr(node, key, int(doc.get(key, 0)))
-    node.nlink = int(doc.get("nlink", 1))
-    node.user = doc.get("user")
-    node.group = doc.get("group")
-    node.content = [bytes.fromhex(chunk) for chunk in doc.get("content", ())]
-    if "extents" in doc:
-        node.extents = [(int(offset), int(length)) for offset, length in doc["extents"]]
-    if "subtree" in doc:
-        node.subtree = bytes.fromhex(doc["subtree"])
-    node.target = _get_bytes(doc, "target")
-    node.xattrs = [
-        (_get_bytes(x, "name") or b"", base64.b64decode(x["value_b64"], validate=True))
-        for x in doc.get("xattrs", ())
-    ]
-    return node
+    extents = get("extents")
+    subtree = get("subtree")
+    return Node(
+        name=name,
+        type=kind,
+        mode=int(get("mode", 0)),
+        uid=int(get("uid", 0)),
+        gid=int(get("gid", 0)),
+        user=get("user"),
+        group=get("group"),
+        size=int(get("size", 0)),
+        mtime_ns=int(get("mtime_ns", 0)),
+        atime_ns=int(get("atime_ns", 0)),
+        ctime_ns=int(get("ctime_ns", 0)),
+        inode=int(get("inode", 0)),
+        device=int(get("device", 0)),
+        nlink=int(get("nlink", 1)),
+        rdev=int(get("rdev", 0)),
+        content=[bytes.fromhex(chunk) for chunk in get("content", ())],
+        extents=None if extents is None else [(int(a), int(b)) for a, b in extents],
+        subtree=None if subtree is None else bytes.fromhex(subtree),
+        target=_get_bytes(doc, "target"),
+        xattrs=[
+            (_get_bytes(x, "name") or b"", base64.b64decode(x["value_b64"], validate=True))
+            for x in get("xattrs", ())
+        ],
+        attributes=int(get("attributes", 0)),
+    )
 
 
 def encode_tree(nodes: list[Node]) -> bytes:

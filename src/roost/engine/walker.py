@@ -167,9 +167,9 @@ class Walker:
     # -- files --------------------------------------------------------------------------
 
     def save_file(self, path: bytes, node: Node, parent: Node | None) -> Child:
-        self.counters.add(bytes_total=node.size)
         key = (node.device, node.inode)
         if node.nlink > 1 and key in self._hardlinks:
+            self.counters.add(bytes_total=node.size)
             return _Linked(node, self._hardlinks[key], path)
         if (
             parent is not None
@@ -177,16 +177,17 @@ class Walker:
             and (path not in self.options.force_read)
         ):
             node.content, node.extents = list(parent.content), parent.extents
-            self._unchanged(path, node)
+            self._unchanged(path, node, bytes_total=node.size)
             child: Node | Future[Node | None] = node
         else:
+            self.counters.add(bytes_total=node.size)
             child = self._submit_read(path, node, "new" if parent is None else "changed")
         if node.nlink > 1:
             self._hardlinks[key] = child
         return child
 
-    def _unchanged(self, path: bytes, node: Node) -> None:
-        self.counters.add(files_unchanged=1)
+    def _unchanged(self, path: bytes, node: Node, bytes_total: int = 0) -> None:
+        self.counters.add(files_unchanged=1, bytes_total=bytes_total)
         self.progress.bytes_done(node.size)
         self.progress.file_done(path, "unchanged")
 
