@@ -22,10 +22,9 @@ Directories must get their metadata after their children were created.
 from __future__ import annotations
 
 import errno
-import grp
 import os
-import pwd
 import stat
+import sys
 from functools import lru_cache
 
 from roost.engine.tree import (
@@ -39,6 +38,10 @@ from roost.engine.tree import (
     Node,
 )
 from roost.errors import CorruptObject, RestoreTargetError, SourceError
+
+if sys.platform != "win32":  # Windows has no passwd/group database: names stay None there
+    import grp
+    import pwd
 
 __all__ = [
     "ACL_XATTRS",
@@ -117,7 +120,7 @@ def _warning(path: bytes, what: str, exc: OSError) -> str:
 def user_name(uid: int) -> str | None:
     """The local user name of ``uid``, or None when the id has no passwd entry."""
     try:
-        return pwd.getpwuid(uid).pw_name
+        return None if sys.platform == "win32" else pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
 
@@ -126,7 +129,7 @@ def user_name(uid: int) -> str | None:
 def group_name(gid: int) -> str | None:
     """The local group name of ``gid``, or None when the id has no group entry."""
     try:
-        return grp.getgrgid(gid).gr_name
+        return None if sys.platform == "win32" else grp.getgrgid(gid).gr_name
     except KeyError:
         return None
 
@@ -135,7 +138,7 @@ def group_name(gid: int) -> str | None:
 def local_uid(name: str) -> int | None:
     """The local uid of user ``name``, or None when there is no such user here."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        return None if sys.platform == "win32" else pwd.getpwnam(name).pw_uid
     except KeyError:
         return None
 
@@ -144,7 +147,7 @@ def local_uid(name: str) -> int | None:
 def local_gid(name: str) -> int | None:
     """The local gid of group ``name``, or None when there is no such group here."""
     try:
-        return grp.getgrnam(name).gr_gid
+        return None if sys.platform == "win32" else grp.getgrnam(name).gr_gid
     except KeyError:
         return None
 
