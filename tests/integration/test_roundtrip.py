@@ -66,3 +66,21 @@ def test_restore_selected_path_only(tmp_path: Path, repo: Repository) -> None:
     restored = target / src.relative_to("/")
     assert (restored / "keep" / "deep" / "a.txt").read_bytes() == b"alpha"
     assert not (restored / "other").exists()
+
+
+def test_round_trip_through_worker_processes(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roost.engine import procreader
+
+    monkeypatch.setattr(procreader, "BATCH_FILES", 3)  # tiny batches: the pool must start
+    src = tmp_path / "src"
+    make_awkward_tree(src)
+    snap, summary = Archiver(repo, processes=2).run([str(src)])
+    assert summary.files_missed == 0
+    assert summary.bytes_read > 0
+    target = tmp_path / "restore"
+    assert Restorer(repo, snap, target).run().warnings == []
+    assert_trees_equal(src, target / src.relative_to("/"))
+    _, summary = Archiver(repo, BackupOptions(parent=snap), processes=2).run([str(src)])
+    assert (summary.files_new, summary.files_changed, summary.bytes_read) == (0, 0, 0)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from roost import __version__
-from roost.engine import fsmeta
+from roost.engine import fsmeta, procreader
 from roost.engine.filereader import describe_os_error
 from roost.engine.filters import ExcludeRules
 from roost.engine.index import MasterIndex
@@ -129,6 +129,7 @@ class Archiver:
         *,
         workers: int | None = None,
         readers: int = 1,
+        processes: int | None = None,
         checkpoint_seconds: float = 30.0,
     ) -> None:
         self.repo = repo
@@ -136,6 +137,8 @@ class Archiver:
         self.progress = progress or BackupProgress()
         self.workers = workers
         self.readers = readers
+        # worker processes for small and medium files (0: threads only; see procreader.py)
+        self.processes = procreader.default_processes() if processes is None else processes
         self.checkpoint_seconds = checkpoint_seconds
 
     def run(self, sources: Iterable[str | bytes]) -> tuple[Snapshot, BackupSummary]:
@@ -155,7 +158,13 @@ class Archiver:
         )
         counters = Counters()
         walker = Walker(
-            self.repo, saver, self._settings(), self.progress, counters, readers=self.readers
+            self.repo,
+            saver,
+            self._settings(),
+            self.progress,
+            counters,
+            readers=self.readers,
+            processes=self.processes,
         )
         try:
             recorded = sorted(self.options.recorded(p) for p in paths)

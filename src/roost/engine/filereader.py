@@ -10,12 +10,21 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from typing import Protocol
 
 from roost.engine import fsmeta
 from roost.engine.chunker import Chunker, ExtentReader
 from roost.engine.pack import DATA_BLOB
 from roost.engine.tree import Node
-from roost.engine.uploader import BlobSaver
+
+
+class BlobSink(Protocol):
+    """Where FileReader puts chunks: the BlobSaver, or a worker process's sealer."""
+
+    def save(
+        self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
+    ) -> tuple[bytes, bool]: ...
+
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _REASONS = {
@@ -37,7 +46,7 @@ def describe_os_error(exc: OSError) -> str:
 class FileReader:
     """Reads files into blobs; ``on_bytes`` is called with each amount read."""
 
-    def __init__(self, saver: BlobSaver, chunker: Chunker, on_bytes: Callable[[int], None]):
+    def __init__(self, saver: BlobSink, chunker: Chunker, on_bytes: Callable[[int], None]):
         self.saver = saver
         self.chunker = chunker
         self.on_bytes = on_bytes

@@ -126,13 +126,36 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
 
+    def add_sealed(
+        self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, method: int
+    ) -> bool:
+        """Pack a blob a worker process already compressed and encrypted; False if known."""
+        self._raise_if_failed()
+        with self._lock:
+            if blob_id in self._seen or self.index.live(blob_id) is not None:
+                self.stats.blobs_dedup += 1
+                return False
+            self._seen.add(blob_id)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new_raw += raw_length
+            self._backlog += raw_length
+            backlog = self._backlog
+        self._report_backlog(backlog)
+        self._pack(blob_type, blob_id, sealed, raw_length, method)
+        return True
+
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
         method, payload = compress.compress(data)
         sealed = self.repo.key.encrypt(payload, blob_aad(blob_type, blob_id))
+        self._pack(blob_type, blob_id, sealed, len(data), method)
+
+    def _pack(
+        self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, method: int
+    ) -> None:
         full: PackBuilder | None = None
         with self._lock:
             builder = self._open.setdefault(blob_type, PackBuilder())
-            builder.add(blob_type, blob_id, sealed, len(data), method)
+            builder.add(blob_type, blob_id, sealed, raw_length, method)
             if builder.size >= self.repo.config.pack_size:
                 full = self._open.pop(blob_type)
         if full is not None:

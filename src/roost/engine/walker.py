@@ -14,10 +14,10 @@ import os
 import stat
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from roost.engine import fsmeta
+from roost.engine import fsmeta, procreader
 from roost.engine.chunker import Chunker
 from roost.engine.filereader import CHANGED, FileReader, describe_os_error
 from roost.engine.filters import ExcludeRules
@@ -60,6 +60,7 @@ class Walker:
         progress: BackupProgress,
         counters: Counters,
         readers: int,
+        processes: int = 0,
     ) -> None:
         self.repo = repo
         self.saver = saver
@@ -70,12 +71,22 @@ class Walker:
         chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max, repo.key.master.chunker_seed)
         self.reader = FileReader(saver, chunker, self._bytes_read)
         self._pool = ThreadPoolExecutor(readers, thread_name_prefix="roost-reader")
+        self._processes = processes
+        self._worker_setup = procreader.WorkerSetup(
+            repo.key.master, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max
+        )
+        self._process_pool: ProcessPoolExecutor | None = None
+        self._batch: list[tuple[bytes, Node, str, Future[Node | None]]] = []
+        self._batch_bytes = 0
+        self._batch_slots = threading.BoundedSemaphore(max(1, processes) * 2)
         self._slots = threading.BoundedSemaphore(readers * 16)
         self._pending: deque[_DirTask] = deque()
         self._hardlinks: dict[tuple[int, int], Node | Future[Node | None]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._process_pool is not None:
+            self._process_pool.shutdown(wait=True, cancel_futures=True)
 
     # -- parent lookup ------------------------------------------------------------------
 
@@ -192,6 +203,11 @@ class Walker:
         self.progress.file_done(path, "unchanged")
 
     def _submit_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
+        if self._processes and node.size <= procreader.MAX_FILE_SIZE:
+            return self._queue_for_worker(path, node, state)
+        return self._submit_thread_read(path, node, state)
+
+    def _submit_thread_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
         self._slots.acquire()
         future = self._pool.submit(self._read, path, node, state)
         future.add_done_callback(lambda _: self._slots.release())
@@ -207,6 +223,66 @@ class Walker:
         self.counters.add(files_new=1) if state == "new" else self.counters.add(files_changed=1)
         self.progress.file_done(path, state)
         return node
+
+    # -- worker processes (see procreader.py) ------------------------------------------
+
+    def _queue_for_worker(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
+        future: Future[Node | None] = Future()
+        self._batch.append((path, node, state, future))
+        self._batch_bytes += node.size
+        if len(self._batch) >= procreader.BATCH_FILES or (
+            self._batch_bytes >= procreader.BATCH_BYTES
+        ):
+            self._flush_batch()
+        return future
+
+    def _flush_batch(self, final: bool = False) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if not batch:
+            return
+        if final and self._process_pool is None:
+            for path, node, state, future in batch:  # too little to be worth starting workers
+                _chain(self._submit_thread_read(path, node, state), future)
+            return
+        if self._process_pool is None:
+            self._process_pool = procreader.start_pool(self._worker_setup, self._processes)
+        self._batch_slots.acquire()
+        for path, node, _, _ in batch:
+            self.progress.file_started(path, node.size)
+        work = self._process_pool.submit(
+            procreader.read_batch, [(path, node) for path, node, _, _ in batch]
+        )
+        work.add_done_callback(lambda done: self._batch_done(done, batch))
+
+    def _batch_done(
+        self,
+        done: Future[list[procreader.FileResult]],
+        batch: list[tuple[bytes, Node, str, Future[Node | None]]],
+    ) -> None:
+        try:
+            results = done.result()
+            for (path, _, state, future), result in zip(batch, results, strict=True):
+                future.set_result(self._apply_result(path, state, result))
+        except BaseException as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self._batch_slots.release()
+
+    def _apply_result(self, path: bytes, state: str, result: procreader.FileResult) -> Node | None:
+        for blob in result.blobs:
+            self.saver.add_sealed(
+                blob.type, blob.id, blob.sealed, blob.raw_length, blob.compression
+            )
+        self._bytes_read(result.bytes_read)
+        if result.problem is not None:
+            self.counters.miss(path, result.problem, self.progress)
+        if not result.stored:
+            return None
+        self.counters.add(**{"files_new" if state == "new" else "files_changed": 1})
+        self.progress.file_done(path, state)
+        return result.node
 
     def _bytes_read(self, count: int) -> None:
         self.counters.add(bytes_read=count)
@@ -232,6 +308,8 @@ class Walker:
 
     def drain(self, block: bool) -> None:
         """Encode finished directories, oldest first (children always precede parents)."""
+        if block:
+            self._flush_batch(final=True)
         while self._pending and (block or _ready(self._pending[0])):
             self._encode(self._pending.popleft())
 
@@ -247,13 +325,29 @@ class Walker:
         if isinstance(child, Node):
             return child
         if isinstance(child, _Linked):
-            first = child.first if isinstance(child.first, Node) else child.first.result()
+            first = child.first if isinstance(child.first, Node) else self._wait(child.first)
             if first is None:  # the first name could not be read; try this one
                 return self._read(child.path, child.node, "new")
             child.node.content, child.node.extents = list(first.content), first.extents
             self._unchanged(child.path, child.node)
             return child.node
-        return child.result()
+        return self._wait(child)
+
+    def _wait(self, future: Future[Node | None]) -> Node | None:
+        if not future.done():
+            self._flush_batch()  # it may sit in the batch not yet handed to a worker
+        return future.result()
+
+
+def _chain(source: Future[Node | None], target: Future[Node | None]) -> None:
+    def copy(done: Future[Node | None]) -> None:
+        exc = done.exception()
+        if exc is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
 
 
 def _ready(task: _DirTask) -> bool:
