@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 
 from roost import __version__
 from roost.engine import fsmeta, procreader
-from roost.engine.filereader import describe_os_error
 from roost.engine.filters import ExcludeRules
 from roost.engine.index import MasterIndex
 from roost.engine.lease import Lease
@@ -34,7 +33,7 @@ from roost.engine.uploader import BlobSaver
 from roost.engine.walker import Child, Counters, Walker, WalkSettings
 from roost.errors import SourceError
 
-__all__ = ["Archiver", "BackupOptions", "BackupSummary", "describe_os_error"]
+__all__ = ["Archiver", "BackupOptions", "BackupSummary", "normalise_sources"]
 
 
 @dataclass

@@ -119,7 +119,11 @@ def read_pack_entries(key: Key, data: bytes, what: str = "pack") -> list[BlobEnt
     """Parse the header of a whole pack held in memory and check entries stay inside it."""
     offset, length = header_span(len(data), data[-TRAILER.size :])
     entries = parse_header(key, data[offset : offset + length], f"{what} header")
-    for entry in entries:
-        if entry.offset + entry.length > offset:
-            raise CorruptObject(f"{what} lists a blob beyond its data section")
+    check_bounds(entries, offset, what)
     return entries
+
+
+def check_bounds(entries: list[BlobEntry], data_end: int, what: str) -> None:
+    """Every blob must lie in the data section, before the header starts at ``data_end``."""
+    if any(entry.offset + entry.length > data_end for entry in entries):
+        raise CorruptObject(f"{what} lists a blob beyond its data section")

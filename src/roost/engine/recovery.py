@@ -14,7 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from roost.engine.index import IndexFile, MasterIndex
-from roost.engine.pack import TRAILER, BlobEntry, header_span, pack_id_from_key, parse_header
+from roost.engine.pack import (
+    TRAILER,
+    BlobEntry,
+    check_bounds,
+    header_span,
+    pack_id_from_key,
+    parse_header,
+)
 from roost.engine.repository import Repository
 from roost.errors import CorruptObject, ObjectNotFound, StorageError
 
@@ -24,9 +31,7 @@ def read_pack_header(repo: Repository, key: str, size: int) -> list[BlobEntry]:
     offset, length = header_span(size, trailer)
     sealed = repo.backend.get_range(key, offset, length)
     entries = parse_header(repo.key, sealed, f"header of pack {key}")
-    for entry in entries:
-        if entry.offset + entry.length > offset:
-            raise CorruptObject(f"pack {key} lists a blob beyond its data section")
+    check_bounds(entries, offset, f"pack {key}")
     return entries
 
 

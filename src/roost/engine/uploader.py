@@ -71,12 +71,25 @@ class BlobSaver:
         self._on_backlog = on_backlog
         self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
 
-    def has(self, blob_id: bytes) -> bool:
-        return blob_id in self._seen or self.index.live(blob_id) is not None
-
     def has_live(self, blob_id: bytes | None) -> bool:
-        """Whether a stored blob can be referenced as is (present and not tombstoned)."""
-        return blob_id is not None and self.has(blob_id)
+        """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
+        return blob_id is not None and (
+            blob_id in self._seen or self.index.live(blob_id) is not None
+        )
+
+    def _claim(self, blob_id: bytes, raw_length: int) -> bool:
+        """Count the blob; True if this backup must store it (the one dedup decision)."""
+        with self._lock:
+            if self.has_live(blob_id):
+                self.stats.blobs_dedup += 1
+                return False
+            self._seen.add(blob_id)
+            self.stats.blobs_new += 1
+            self.stats.bytes_new_raw += raw_length
+            self._backlog += raw_length
+            backlog = self._backlog
+        self._report_backlog(backlog)
+        return True
 
     def save(
         self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
@@ -88,16 +101,8 @@ class BlobSaver:
         self._raise_if_failed()
         if blob_id is None:
             blob_id = self.repo.key.chunk_id(data)
-        with self._lock:
-            if blob_id in self._seen or self.index.live(blob_id) is not None:
-                self.stats.blobs_dedup += 1
-                return blob_id, False
-            self._seen.add(blob_id)
-            self.stats.blobs_new += 1
-            self.stats.bytes_new_raw += len(data)
-            self._backlog += len(data)
-            backlog = self._backlog
-        self._report_backlog(backlog)
+        if not self._claim(blob_id, len(data)):
+            return blob_id, False
         if inline:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
@@ -131,16 +136,8 @@ class BlobSaver:
     ) -> bool:
         """Pack a blob a worker process already compressed and encrypted; False if known."""
         self._raise_if_failed()
-        with self._lock:
-            if blob_id in self._seen or self.index.live(blob_id) is not None:
-                self.stats.blobs_dedup += 1
-                return False
-            self._seen.add(blob_id)
-            self.stats.blobs_new += 1
-            self.stats.bytes_new_raw += raw_length
-            self._backlog += raw_length
-            backlog = self._backlog
-        self._report_backlog(backlog)
+        if not self._claim(blob_id, raw_length):
+            return False
         self._pack(blob_type, blob_id, sealed, raw_length, method)
         return True
 

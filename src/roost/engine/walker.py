@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from roost.engine import fsmeta, procreader
 from roost.engine.chunker import Chunker
-from roost.engine.filereader import CHANGED, FileReader, describe_os_error
+from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.filters import ExcludeRules
 from roost.engine.pack import TREE_BLOB
 from roost.engine.progress import BackupProgress
@@ -220,8 +220,7 @@ class Walker:
             self.counters.miss(path, problem, self.progress)
         if not stored:
             return None
-        self.counters.add(files_new=1) if state == "new" else self.counters.add(files_changed=1)
-        self.progress.file_done(path, state)
+        self._count_stored(path, state)
         return node
 
     # -- worker processes (see procreader.py) ------------------------------------------
@@ -280,9 +279,12 @@ class Walker:
             self.counters.miss(path, result.problem, self.progress)
         if not result.stored:
             return None
+        self._count_stored(path, state)
+        return result.node
+
+    def _count_stored(self, path: bytes, state: str) -> None:
         self.counters.add(**{"files_new" if state == "new" else "files_changed": 1})
         self.progress.file_done(path, state)
-        return result.node
 
     def _bytes_read(self, count: int) -> None:
         self.counters.add(bytes_read=count)
@@ -385,4 +387,4 @@ class Counters:
         progress.missed(path, reason)
 
 
-__all__ = ["CHANGED", "Child", "Counters", "WalkSettings", "Walker"]
+__all__ = ["Child", "Counters", "WalkSettings", "Walker"]
