@@ -18,7 +18,7 @@ tombstoned blob stays in its pack until a later prune proves nobody can still ne
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -74,6 +74,29 @@ class IndexFile:
 
     @classmethod
     def decode(cls, key: Key, sealed: bytes, what: str = "index file") -> IndexFile:
+        events = IndexEvents.decode(key, sealed, what)
+        packs = {
+            pack_id: [BlobEntry(*f) for f in ENTRY.iter_unpack(records)]
+            for pack_id, records in events.packs.items()
+        }
+        return IndexFile(events.created_ns, packs, events.tombstones, events.supersedes)
+
+
+@dataclass
+class IndexEvents:
+    """An index file decoded only to be merged: each pack's entries stay packed records.
+
+    Loading the index of a large repository is part of every backup's start; building a
+    ``BlobEntry`` per blob only to turn it into a ``Location`` cost as much as the rest.
+    """
+
+    created_ns: int
+    packs: dict[bytes, bytes]  # pack id -> n_blobs x pack.ENTRY
+    tombstones: list[tuple[bytes, bytes, int]]
+    supersedes: list[bytes]
+
+    @classmethod
+    def decode(cls, key: Key, sealed: bytes, what: str = "index file") -> IndexEvents:
         compressed = key.decrypt(sealed, INDEX_AAD, what)
         try:
             plain = zstandard.ZstdDecompressor().decompress(compressed)
@@ -98,15 +121,14 @@ class _Reader:
     def u32(self) -> int:
         return int(_U32.unpack(self.take(4))[0])
 
-    def read_index(self) -> IndexFile:
+    def read_index(self) -> IndexEvents:
         if bytes(self.take(4)) != INDEX_MAGIC:
             raise UnsupportedFormat(f"{self.what} has an unknown format")
-        result = IndexFile(created_ns=int(_U64.unpack(self.take(8))[0]))
+        result = IndexEvents(int(_U64.unpack(self.take(8))[0]), {}, [], [])
         for _ in range(self.u32()):
             pack_id = bytes(self.take(32))
             count = self.u32()
-            raw = self.take(count * ENTRY.size)
-            result.packs[pack_id] = [BlobEntry(*f) for f in ENTRY.iter_unpack(raw)]
+            result.packs[pack_id] = bytes(self.take(count * ENTRY.size))
         for _ in range(self.u32()):
             pack, blob, when = _TOMB.unpack(self.take(_TOMB.size))
             result.tombstones.append((pack, blob, when))
@@ -161,6 +183,20 @@ class MasterIndex:
             loc = Location(pack_id, e.type, e.offset, e.length, e.raw_length, e.compression)
             self._put(e.id, loc)
 
+    def _add_packed(self, pack_id: bytes, records: bytes) -> None:
+        """``add_pack`` for packed ENTRY records, without a BlobEntry per blob."""
+        first = self._first
+        new = tuple.__new__  # Location(...) without its Python-level __new__
+        for blob_type, blob_id, offset, length, raw_length, compression in ENTRY.iter_unpack(
+            records
+        ):
+            loc = new(Location, (pack_id, blob_type, offset, length, raw_length, compression, 0))
+            old = first.get(blob_id)
+            if old is None or old.pack == pack_id:
+                first[blob_id] = loc
+            else:
+                self._put(blob_id, loc)
+
     def tombstone(self, pack_id: bytes, blob_id: bytes, when_ns: int) -> None:
         for loc in self.locations(blob_id):
             if loc.pack == pack_id:
@@ -178,14 +214,18 @@ class MasterIndex:
                 return
         extra.append(loc)
 
-    def merge(self, files: dict[bytes, IndexFile]) -> None:
+    def merge(self, files: Mapping[bytes, IndexFile | IndexEvents]) -> None:
         """Apply index files as events, oldest first, skipping superseded ones."""
         superseded = {old for f in files.values() for old in f.supersedes}
         ordered = sorted((f.created_ns, fid) for fid, f in files.items() if fid not in superseded)
         for _, fid in ordered:
             f = files[fid]
-            for pack_id, entries in f.packs.items():
-                self.add_pack(pack_id, entries)
+            if isinstance(f, IndexEvents):
+                for pack_id, records in f.packs.items():
+                    self._add_packed(pack_id, records)
+            else:
+                for pack_id, entries in f.packs.items():
+                    self.add_pack(pack_id, entries)
             for pack_id, blob_id, when in f.tombstones:
                 self.tombstone(pack_id, blob_id, when)
         self.index_ids.update(files)

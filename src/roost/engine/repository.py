@@ -27,8 +27,8 @@ from typing import Any
 
 from roost.engine import compress, keys
 from roost.engine.crypto import Key, MasterKey, content_hash
-from roost.engine.index import IndexFile, Location, MasterIndex
-from roost.engine.pack import BLOB_TYPES, blob_aad, pack_key
+from roost.engine.index import IndexEvents, IndexFile, Location, MasterIndex
+from roost.engine.pack import BLOB_TYPES, TREE_BLOB, blob_aad, pack_key
 from roost.engine.snapshot import SNAPSHOT_AAD, Snapshot
 from roost.engine.tree import Node, decode_tree
 from roost.errors import (
@@ -46,6 +46,8 @@ from roost.storage.base import Backend
 FORMAT_VERSION = 1
 CONFIG_AAD = b"config"
 MiB = 1024 * 1024
+TREE_WINDOW = 1 * MiB  # tree blobs are read in aligned windows of their pack ...
+TREE_WINDOWS = 8  # ... of which this many recent ones are kept (8 MiB)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,40 @@ def _new_id() -> str:
     return secrets.token_hex(32)
 
 
+class _WindowCache:
+    """Recently read windows of tree packs, so that reading a tree costs no storage request.
+
+    Trees are small (a kernel tree of 5,000 directories averages 1 KiB per stored tree) and
+    packed together, one pack per blob type; walking a snapshot used to make one ranged read
+    per tree. Packs are immutable (named by their hash), so a cached window never goes stale;
+    every blob read from one is still authenticated and verified against its id.
+    """
+
+    def __init__(self, backend: Backend, size: int = TREE_WINDOW, count: int = TREE_WINDOWS):
+        self._backend = backend
+        self._size = size
+        self._count = count
+        self._windows: dict[tuple[bytes, int], bytes] = {}  # insertion order = LRU order
+        self._lock = threading.Lock()
+
+    def read(self, pack: bytes, offset: int, length: int) -> bytes:
+        start = offset - offset % self._size
+        if offset + length > start + self._size:  # straddles two windows: read it alone
+            return self._backend.get_range(pack_key(pack), offset, length)
+        slot = (pack, start)
+        with self._lock:
+            window = self._windows.pop(slot, None)
+            if window is not None:
+                self._windows[slot] = window  # most recently used last
+        if window is None:
+            window = self._backend.get_range(pack_key(pack), start, self._size)
+            with self._lock:
+                self._windows[slot] = window
+                while len(self._windows) > self._count:
+                    del self._windows[next(iter(self._windows))]
+        return window[offset - start : offset - start + length]
+
+
 class Repository:
     """An opened repository: everything above the backend and below the archiver."""
 
@@ -95,6 +131,7 @@ class Repository:
         self._index: MasterIndex | None = None
         self._index_generation = 0
         self._index_lock = threading.Lock()
+        self._tree_windows = _WindowCache(backend)
         self.damaged_snapshots: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -180,12 +217,21 @@ class Repository:
         return self._index
 
     def read_index_files(self) -> dict[bytes, IndexFile]:
-        names = [info.key for info in self.backend.list("index/")]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            loaded = list(pool.map(self._read_index_file, names))
-        return {fid: f for fid, f in loaded if f is not None}
+        return {
+            fid: IndexFile.decode(self.key, sealed, what)
+            for fid, (sealed, what) in self._read_sealed_index_files().items()
+        }
 
-    def _read_index_file(self, name: str) -> tuple[bytes, IndexFile | None]:
+    def _read_sealed_index_files(self) -> dict[bytes, tuple[bytes, str]]:
+        names = [info.key for info in self.backend.list("index/")]
+        if len(names) <= 1:  # no thread pool for a single file
+            loaded = [self._read_index_file(name) for name in names]
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+                loaded = list(pool.map(self._read_index_file, names))
+        return {fid: (data, f"index file {name}") for fid, name, data in loaded if data is not None}
+
+    def _read_index_file(self, name: str) -> tuple[bytes, str, bytes | None]:
         try:
             fid = bytes.fromhex(name.split("/", 1)[1])
         except ValueError:
@@ -193,14 +239,22 @@ class Repository:
                 f"{name} is not a Roost index file; move it out of index/"
             ) from None
         try:
-            data = self.backend.get(name)
+            return fid, name, self.backend.get(name)
         except ObjectNotFound:
-            return fid, None  # consolidated away by a concurrent prune; its successor is listed
-        return fid, IndexFile.decode(self.key, data, f"index file {name}")
+            return (
+                fid,
+                name,
+                None,
+            )  # consolidated away by a concurrent prune; its successor is listed
 
     def load_index(self) -> MasterIndex:
         index = MasterIndex()
-        index.merge(self.read_index_files())
+        index.merge(
+            {
+                fid: IndexEvents.decode(self.key, sealed, what)
+                for fid, (sealed, what) in self._read_sealed_index_files().items()
+            }
+        )
         self._index = index
         self._index_generation += 1
         return index
@@ -239,7 +293,10 @@ class Repository:
         raise BlobNotFound(f"blob {short} is missing from storage; run `roost check`")
 
     def _read_order(self, blob_id: bytes) -> list[Location]:
-        return sorted(self.index.locations(blob_id), key=lambda loc: loc.tombstoned_ns != 0)
+        found = self.index.locations(blob_id)
+        if len(found) < 2:
+            return found
+        return sorted(found, key=lambda loc: loc.tombstoned_ns != 0)
 
     def _reload_index(self, seen_generation: int) -> None:
         """Reload the index unless another thread already did since ``seen_generation``."""
@@ -248,7 +305,10 @@ class Repository:
                 self.load_index()
 
     def read_blob_at(self, blob_id: bytes, loc: Location) -> bytes:
-        raw = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.length)
+        if loc.type == TREE_BLOB:
+            raw = self._tree_windows.read(loc.pack, loc.offset, loc.length)
+        else:
+            raw = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.length)
         return self.decode_blob(blob_id, loc, raw)
 
     def decode_blob(self, blob_id: bytes, loc: Location, raw: bytes) -> bytes:
