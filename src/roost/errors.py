@@ -12,6 +12,7 @@ RoostError                      base; carries an exit code for the CLI
 │   ├── ObjectNotFound
 │   └── ObjectExists
 ├── SourceError                 a backup source path is missing or unreadable
+├── BackupWorkerError           a backup worker process died (killed, out of memory)
 ├── RestoreTargetError          the restore target cannot be written
 └── UsageError                  the command line asks for something impossible
 """
@@ -82,6 +83,12 @@ class SourceError(RoostError):
     """A backup source cannot be read."""
 
     exit_code = 15
+
+
+class BackupWorkerError(RoostError):
+    """A backup worker process stopped; run the backup again (it resumes from what was stored)."""
+
+    exit_code = 1
 
 
 class RestoreTargetError(RoostError):

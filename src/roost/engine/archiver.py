@@ -169,6 +169,7 @@ class Archiver:
             recorded = sorted(self.options.recorded(p) for p in paths)
             layout = _virtual_layout(recorded)
             root = self._save_virtual(walker, b"/", layout, self._parent_root())
+            walker.finish()
             saver.flush()
         finally:
             walker.close()

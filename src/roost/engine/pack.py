@@ -80,6 +80,19 @@ class PackBuilder:
         self.entries.append(entry)
         self.size += len(ciphertext)
 
+    def add_segment(self, segment: bytes, blobs: list[tuple[int, bytes, int, int, int]]) -> None:
+        """Append encrypted blobs laid end to end: (type, id, length, raw length, method)."""
+        offset = self.size
+        for blob_type, blob_id, length, raw_length, compression in blobs:
+            self.entries.append(
+                BlobEntry(blob_type, blob_id, offset, length, raw_length, compression)
+            )
+            offset += length
+        if offset - self.size != len(segment):
+            raise ValueError("segment length does not match its blobs")
+        self._parts.append(segment)
+        self.size = offset
+
     def finish(self, key: Key) -> tuple[bytes, bytes]:
         """Return (pack id, pack bytes) with the encrypted header and trailer appended."""
         header = bytes((HEADER_VERSION,)) + b"".join(

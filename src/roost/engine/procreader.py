@@ -1,16 +1,34 @@
-"""Reading files in worker processes: the way around the GIL for many small files.
+"""Scanning regular files in batches, in worker processes: the way around the GIL.
 
-Threads serialise the per-file Python work (open, stat, read, chunk, hash, compress,
+Threads serialise the per-file Python work (lstat, xattrs, open, read, chunk, hash, compress,
 encrypt) on one core: profiles showed a full backup using about one core while restic used
-two, with 1.5 million futex calls. Worker processes each have their own interpreter. The
-walker batches files of at most ``MAX_FILE_SIZE`` bytes; a worker reads each file with the
-same :class:`FileReader` the threads use, but its "saver" only seals blobs (compress and
-encrypt with the repository key) and returns them. The main process then deduplicates and
-packs the sealed blobs. Big files stay on the thread path, where one file's chunks are
-compressed in parallel.
+two. So the walker only lists directories (``scandir`` tells regular files apart without a
+``stat``) and hands the regular files, in batches, to worker processes, each with its own
+interpreter. For every file a worker does the whole per-file job: ``lstat``, the comparison
+with the parent snapshot's entry (an unchanged file is not opened), xattrs, reading and
+chunking with the same :class:`FileReader` the threads use, and hashing.
 
-Workers start with ``spawn`` (never ``fork`` from a threaded process) and receive the key
-material once, in memory, through the pool initializer.
+Deduplication stays in the main process, and sealed data crosses the pipe in few big pieces
+(shipping every blob as its own object cost the main process more than the walk itself).
+Per batch, over the worker's pipe:
+
+1. ``scan``: the worker answers ``scanned`` with each file's node and the ids (and sizes) of
+   the blobs found; it keeps their plaintext.
+2. The main process claims the ids (the one dedup decision, shared by all workers) and sends
+   ``seal`` with the ids to store.
+3. The worker compresses and encrypts those into one contiguous *segment* and answers
+   ``sealed``; the main process appends the segment to its open pack in one piece.
+
+A worker hands a file back to the main process (:data:`MAIN`) when the main process must
+decide: hardlinked files (read once per inode), files above ``MAX_FILE_SIZE`` (read by
+threads that compress one file's chunks in parallel), and entries that are no longer regular
+files. A scan stops reading after ``BATCH_BYTES``; the main process queues the rest again, so
+a worker holds at most about ``BATCH_BYTES + MAX_FILE_SIZE`` of plaintext per batch.
+
+Workers start with ``spawn`` (never ``fork`` from a threaded process), receive the key
+material once, in memory, as an argument, and die with their parent. The same
+:class:`BatchScanner` runs in a thread when a backup is too small to be worth starting
+processes.
 """
 
 from __future__ import annotations
@@ -19,42 +37,54 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
+import stat
 import sys
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, NamedTuple
 
-from roost.engine import compress
+from roost.engine import compress, fsmeta
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import Key, MasterKey
-from roost.engine.filereader import FileReader
+from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
 from roost.engine.tree import Node
+from roost.errors import RoostError
 
 _PR_SET_PDEATHSIG = 1
-MAX_FILE_SIZE = 32 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
+MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
 
+# what became of one file of a batch
+EXCLUDED = 0  # larger than the exclude size limit
+MAIN = 1  # the main process must handle it (hardlink, big file, no longer a regular file)
+MISSED = 2  # could not be read at all: ``problem`` says why
+UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not read
+STORED = 4  # read; ``problem`` set when it changed while being read
 
-@dataclass(frozen=True)
-class SealedBlob:
-    type: int
-    id: bytes
-    sealed: bytes
-    raw_length: int
-    compression: int
+# (size, mtime_ns, ctime_ns, inode) of the parent snapshot's entry, as Node.same_file_as
+ParentKey = tuple[int, int, int, int]
+# one file to scan: path, name, the parent's key (None: new or forced read)
+ScanItem = tuple[bytes, bytes, ParentKey | None]
 
 
-@dataclass
-class FileResult:
-    node: Node
-    stored: bool
-    problem: str | None
-    bytes_read: int
-    blobs: list[SealedBlob] = field(default_factory=list)
+class FileResult(NamedTuple):
+    outcome: int
+    node: Node | None = None
+    problem: str | None = None
+    bytes_read: int = 0
+
+
+# a blob a scan found: (type, id, plaintext length); the scanner keeps the plaintext
+Candidate = tuple[int, bytes, int]
+# where a sealed blob sits in a segment: (type, id, sealed length, plaintext length, method)
+SegmentEntry = tuple[int, bytes, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -63,30 +93,103 @@ class WorkerSetup:
     chunk_min: int
     chunk_avg: int
     chunk_max: int
+    read_xattrs: bool = True
+    larger_than: int | None = None  # exclude files larger than this
+    max_file_size: int = MAX_FILE_SIZE
+    batch_bytes: int = BATCH_BYTES
 
 
-class _Sealer:
-    """Stands in for BlobSaver inside a worker: seals blobs and keeps them for the parent."""
+class _Collector:
+    """Stands in for BlobSaver while scanning: ids now, plaintext kept for sealing later."""
 
     def __init__(self, key: Key) -> None:
         self.key = key
-        self.blobs: list[SealedBlob] = []
-        self._seen: set[bytes] = set()
+        self.found: dict[bytes, tuple[int, bytes]] = {}
 
     def save(
         self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
     ) -> tuple[bytes, bool]:
         blob_id = blob_id or self.key.chunk_id(data)
-        if blob_id in self._seen:
+        if blob_id in self.found:
             return blob_id, False
-        self._seen.add(blob_id)
-        method, payload = compress.compress(data)
-        sealed = self.key.encrypt(payload, blob_aad(blob_type, blob_id))
-        self.blobs.append(SealedBlob(blob_type, blob_id, sealed, len(data), method))
+        self.found[blob_id] = (blob_type, data)
         return blob_id, True
 
 
-_worker: tuple[Key, Chunker] | None = None
+class BatchScanner:
+    """Does the per-file job for a batch of regular files (see the module docstring).
+
+    Two steps per batch, so that the main process decides deduplication before anything is
+    compressed: :meth:`scan` returns the files' nodes and the blobs found (ids only), then
+    :meth:`seal` compresses and encrypts the blobs the main process wants stored, into one
+    contiguous segment of a pack.
+    """
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.key = Key(setup.master)
+        self.chunker = Chunker(
+            setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.master.chunker_seed
+        )
+        self._held: dict[int, dict[bytes, tuple[int, bytes]]] = {}
+
+    def scan(self, batch: int, items: list[ScanItem]) -> tuple[list[FileResult], list[Candidate]]:
+        """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
+        results: list[FileResult] = []
+        collector = _Collector(self.key)
+        read = 0
+        for item in items:
+            result = self.scan_one(collector, *item)
+            results.append(result)
+            read += result.bytes_read
+            if read >= self.setup.batch_bytes:
+                break
+        self._held[batch] = collector.found
+        found = collector.found.items()
+        return results, [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
+
+    def seal(self, batch: int, wanted: list[bytes]) -> tuple[bytes, list[SegmentEntry]]:
+        """Compress and encrypt the wanted blobs of a scanned batch into one segment."""
+        found = self._held.pop(batch)
+        parts: list[bytes] = []
+        entries: list[SegmentEntry] = []
+        for blob_id in wanted:
+            kind, data = found[blob_id]
+            method, payload = compress.compress(data)
+            sealed = self.key.encrypt(payload, blob_aad(kind, blob_id))
+            parts.append(sealed)
+            entries.append((kind, blob_id, len(sealed), len(data), method))
+        return b"".join(parts), entries
+
+    def scan_one(
+        self, collector: _Collector, path: bytes, name: bytes, parent: ParentKey | None
+    ) -> FileResult:
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            return FileResult(MISSED, problem=describe_os_error(exc))
+        if not stat.S_ISREG(st.st_mode):
+            return FileResult(MAIN)
+        limit = self.setup.larger_than
+        if limit is not None and st.st_size > limit:
+            return FileResult(EXCLUDED)
+        if st.st_size > self.setup.max_file_size or st.st_nlink > 1:
+            return FileResult(MAIN)
+        node = fsmeta.node_from_stat(name, st, path, read_xattrs=False)
+        if parent == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
+            return FileResult(UNCHANGED, node)  # the caller takes content and xattrs
+        return self._read(collector, path, node)
+
+    def _read(self, collector: _Collector, path: bytes, node: Node) -> FileResult:
+        try:
+            if self.setup.read_xattrs:
+                node.xattrs = fsmeta.xattrs_of(path)
+        except RoostError as exc:
+            return FileResult(MISSED, problem=str(exc))
+        counted: list[int] = []
+        stored, problem = FileReader(collector, self.chunker, counted.append).read(path, node)
+        outcome = STORED if stored else MISSED
+        return FileResult(outcome, node if stored else None, problem, sum(counted))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -105,33 +208,51 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="roost-parent-watch").start()
 
 
-def _initialise(setup: WorkerSetup, parent: int) -> None:
+def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One request to a scanner and its answer (the protocol of :func:`worker_main`)."""
+    if message[0] == "scan":
+        _, batch, items = message
+        results, candidates = scanner.scan(batch, items)
+        return ("scanned", batch, results, candidates)
+    if message[0] == "seal":
+        _, batch, wanted = message
+        segment, entries = scanner.seal(batch, wanted)
+        return ("sealed", batch, segment, entries)
+    raise ValueError(f"unknown request {message[0]!r}")
+
+
+def worker_main(conn: Connection, setup: WorkerSetup, parent: int) -> None:
+    """A worker process: answer ``scan`` and ``seal`` requests until ``stop`` or EOF."""
     _die_with_parent(parent)
-    global _worker
-    chunker = Chunker(setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.master.chunker_seed)
-    _worker = (Key(setup.master), chunker)
+    scanner = BatchScanner(setup)
+    try:
+        while (message := conn.recv())[0] != "stop":
+            conn.send(handle(scanner, message))
+    except EOFError:
+        return
+    except BaseException as exc:  # report it: the backup must fail with the real cause
+        with contextlib.suppress(Exception):
+            conn.send(("failed", _portable(exc)))
 
 
-def read_batch(batch: list[tuple[bytes, Node]]) -> list[FileResult]:
-    """Worker entry point: read, chunk and seal each file of the batch."""
-    assert _worker is not None, "the worker was not initialised"
-    key, chunker = _worker
-    return [_read_one(key, chunker, path, node) for path, node in batch]
+def _portable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
-def _read_one(key: Key, chunker: Chunker, path: bytes, node: Node) -> FileResult:
-    sealer = _Sealer(key)
-    counted: list[int] = []
-    reader = FileReader(sealer, chunker, counted.append)
-    stored, problem = reader.read(path, node)
-    return FileResult(node, stored, problem, sum(counted), sealer.blobs)
-
-
-def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
+def start_worker(setup: WorkerSetup, name: str) -> tuple[BaseProcess, Connection]:
+    """Spawn a worker process; returns it and the main process's end of its pipe."""
     context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_initialise, initargs=(setup, os.getpid())
+    ours, theirs = context.Pipe(duplex=True)
+    process = context.Process(
+        target=worker_main, args=(theirs, setup, os.getpid()), name=name, daemon=True
     )
+    process.start()
+    theirs.close()
+    return process, ours
 
 
 def default_processes() -> int:
@@ -142,12 +263,21 @@ def default_processes() -> int:
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
+    "EXCLUDED",
+    "MAIN",
     "MAX_FILE_SIZE",
+    "MISSED",
+    "STORED",
+    "UNCHANGED",
+    "BatchScanner",
+    "Candidate",
     "FileResult",
-    "Future",
-    "SealedBlob",
+    "ParentKey",
+    "ScanItem",
+    "SegmentEntry",
     "WorkerSetup",
     "default_processes",
-    "read_batch",
-    "start_pool",
+    "handle",
+    "start_worker",
+    "worker_main",
 ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from roost.engine import compress
 from roost.engine.index import IndexFile, MasterIndex
-from roost.engine.pack import PackBuilder, blob_aad, pack_key
+from roost.engine.pack import DATA_BLOB, PackBuilder, blob_aad, pack_key
 from roost.engine.repository import Repository
 from roost.errors import ObjectExists
 
@@ -131,15 +131,29 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
 
-    def add_sealed(
-        self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, method: int
-    ) -> bool:
-        """Pack a blob a worker process already compressed and encrypted; False if known."""
+    def claim(self, blob_id: bytes, raw_length: int) -> bool:
+        """Whether the caller must store this blob (it then must, before :meth:`flush`)."""
         self._raise_if_failed()
-        if not self._claim(blob_id, raw_length):
-            return False
-        self._pack(blob_type, blob_id, sealed, raw_length, method)
-        return True
+        return self._claim(blob_id, raw_length)
+
+    def add_segment(self, segment: bytes, blobs: list[tuple[int, bytes, int, int, int]]) -> None:
+        """Pack claimed data blobs a worker sealed: (type, id, length, raw length, method).
+
+        The segment goes into the open pack in as few pieces as the pack size allows.
+        """
+        self._raise_if_failed()
+        start = 0
+        while blobs:
+            full: PackBuilder | None = None
+            with self._lock:
+                builder = self._open.setdefault(DATA_BLOB, PackBuilder())
+                count, length = _fitting(blobs, self.repo.config.pack_size - builder.size)
+                builder.add_segment(segment[start : start + length], blobs[:count])
+                if builder.size >= self.repo.config.pack_size:
+                    full = self._open.pop(DATA_BLOB)
+            if full is not None:
+                self._upload(full)
+            blobs, start = blobs[count:], start + length
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
         method, payload = compress.compress(data)
@@ -220,3 +234,13 @@ class BlobSaver:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fitting(blobs: list[tuple[int, bytes, int, int, int]], room: int) -> tuple[int, int]:
+    """How many of ``blobs`` (at least one) fill ``room`` bytes, and their total length."""
+    count = length = 0
+    for blob in blobs:
+        if count and length + blob[2] > room:
+            break
+        count, length = count + 1, length + blob[2]
+    return count, length

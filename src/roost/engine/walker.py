@@ -1,11 +1,12 @@
-"""The archiver's walk: directories in order, files read in parallel, trees saved post-order.
+"""The archiver's walk: directories in order, files scanned in parallel, trees saved post-order.
 
-The walking thread lists directories and stats entries; files that need reading go to a small
-pool of reader threads (reads, BLAKE3 and zstd release the GIL, so several files proceed at
-once). A directory's tree can only be encoded when all its children are known, so finished
-directories wait in a FIFO in post-order (children before parents) and are encoded as soon as
-their children's reads complete, without stopping the walk. Bounded: at most
-``readers * 16`` files are queued for reading.
+The walking thread lists directories; ``scandir`` tells regular files apart without a
+``stat``, and those go in batches to worker processes that stat, compare with the parent
+snapshot and read them (filebatch.py, procreader.py). Everything else (directories, symlinks,
+devices) is stat'ed here, and the files a worker hands back (hardlinks, big files) are read by
+a small pool of reader threads. A directory's tree can only be encoded when all its children
+are known, so finished directories wait in a FIFO in post-order (children before parents) and
+are encoded as soon as their children are done, without stopping the walk.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 import stat
 import threading
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 
 from roost.engine import fsmeta, procreader
 from roost.engine.chunker import Chunker
+from roost.engine.filebatch import DirTask, FileBatches, Slot, is_unset
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.filters import ExcludeRules
 from roost.engine.pack import TREE_BLOB
@@ -40,15 +43,7 @@ class _Linked:
     path: bytes
 
 
-Child = Node | Future[Node | None] | _Linked
-
-
-@dataclass
-class _DirTask:
-    node: Node
-    children: list[Child] = field(default_factory=list)
-    parent_subtree: bytes | None = None
-    parent_nodes: list[Node] = field(default_factory=list)
+Child = Node | Future[Node | None] | _Linked | Slot
 
 
 class Walker:
@@ -70,23 +65,29 @@ class Walker:
         cfg = repo.config
         chunker = Chunker(cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max, repo.key.master.chunker_seed)
         self.reader = FileReader(saver, chunker, self._bytes_read)
-        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="roost-reader")
-        self._processes = processes
-        self._worker_setup = procreader.WorkerSetup(
-            repo.key.master, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max
+        self._pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="roost-reader")
+        setup = procreader.WorkerSetup(
+            repo.key.master,
+            cfg.chunk_min,
+            cfg.chunk_avg,
+            cfg.chunk_max,
+            settings.read_xattrs,
+            settings.rules.larger_than,
+            procreader.MAX_FILE_SIZE,
+            procreader.BATCH_BYTES,
         )
-        self._process_pool: ProcessPoolExecutor | None = None
-        self._batch: list[tuple[bytes, Node, str, Future[Node | None]]] = []
-        self._batch_bytes = 0
-        self._batch_slots = threading.BoundedSemaphore(max(1, processes) * 2)
-        self._slots = threading.BoundedSemaphore(readers * 16)
-        self._pending: deque[_DirTask] = deque()
+        self._batches = FileBatches(setup, processes, self._pool, saver, self._apply_result)
+        self._slots = threading.BoundedSemaphore(max(1, readers) * 16)
+        self._pending: deque[DirTask] = deque()
         self._hardlinks: dict[tuple[int, int], Node | Future[Node | None]] = {}
 
+    def finish(self) -> None:
+        """Wait until the files handed to the scanners are packed (before the final flush)."""
+        self._batches.wait_all()
+
     def close(self) -> None:
+        self._batches.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._process_pool is not None:
-            self._process_pool.shutdown(wait=True, cancel_futures=True)
 
     # -- parent lookup ------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class Walker:
         self, path: bytes, rel: bytes, node: Node, root_dev: int, parent: Node | None
     ) -> Node:
         self.counters.add(dirs=1)
-        task = _DirTask(node)
+        task = DirTask(node)
         if not (self.options.rules.one_file_system and node.device != root_dev):
             if parent is not None and parent.type == DIR and parent.subtree is not None:
                 task.parent_subtree = parent.subtree
@@ -119,23 +120,38 @@ class Walker:
         return node
 
     def _save_entries(
-        self, path: bytes, rel: bytes, root_dev: int, old: dict[bytes, Node], task: _DirTask
+        self, path: bytes, rel: bytes, root_dev: int, old: dict[bytes, Node], task: DirTask
     ) -> None:
         try:
             with os.scandir(path) as it:
-                names = sorted(entry.name for entry in it)
+                entries = sorted((entry.name, entry.is_file(follow_symlinks=False)) for entry in it)
         except OSError as exc:
             self.counters.miss(
                 path, f"cannot list directory: {describe_os_error(exc)}", self.progress
             )
             return
-        for name in names:
+        for name, is_file in entries:
             child_rel = rel + b"/" + name if rel else name
-            child = self.save_entry(
-                os.path.join(path, name), child_rel, name, root_dev, old.get(name)
-            )
+            child_path = os.path.join(path, name)
+            if is_file:
+                self._queue_file(child_path, child_rel, name, root_dev, old.get(name), task)
+                continue
+            child = self.save_entry(child_path, child_rel, name, root_dev, old.get(name))
             if child is not None:
-                task.children.append(child)
+                self._add_child(task, child)
+
+    def _add_child(self, task: DirTask, child: Child) -> None:
+        task.children.append(child)
+        self._batches.expect(task, 1)
+        self._settle_when_done(task, child)
+
+    def _settle_when_done(self, task: DirTask, child: Child | None) -> None:
+        """The task stops waiting for ``child`` now, or when its read finishes."""
+        pending = child.first if isinstance(child, _Linked) else child
+        if isinstance(pending, Future):
+            pending.add_done_callback(partial(_settle, self._batches, task))
+        else:
+            self._batches.settle(task)
 
     def save_entry(
         self, path: bytes, rel: bytes, name: bytes, root_dev: int, parent: Node | None
@@ -175,7 +191,65 @@ class Walker:
             return True
         return stat.S_ISREG(st.st_mode) and rules.excludes_size(st.st_size)
 
-    # -- files --------------------------------------------------------------------------
+    # -- regular files through the batch scanners (filebatch.py) ------------------------
+
+    def _queue_file(
+        self,
+        path: bytes,
+        rel: bytes,
+        name: bytes,
+        root_dev: int,
+        parent: Node | None,
+        task: DirTask,
+    ) -> None:
+        if self.options.rules.excludes_path(rel, False):
+            return
+        forced = path in self.options.force_read
+        slot = Slot(path, rel, name, root_dev, parent, forced, task)
+        self.progress.file_started(path, parent.size if parent is not None else 0)
+        self._batches.queue(slot)
+
+    def _apply_result(self, slot: Slot, result: procreader.FileResult) -> Node | None:
+        """Runs in the result thread: one file's outcome becomes its node (or None)."""
+        node = result.node
+        if result.outcome == procreader.UNCHANGED and node is not None:
+            parent = slot.parent
+            assert parent is not None
+            node.content, node.extents = list(parent.content), parent.extents
+            node.xattrs = list(parent.xattrs)  # changing an xattr changes ctime: current
+            self._unchanged(slot.path, node, bytes_total=node.size)
+            return node
+        if result.outcome == procreader.EXCLUDED:
+            return None
+        if node is not None:
+            self.counters.add(bytes_total=node.size)
+        self._bytes_read(result.bytes_read)
+        if result.problem is not None:
+            self.counters.miss(slot.path, result.problem, self.progress)
+        if result.outcome != procreader.STORED:
+            return None
+        self._count_stored(slot.path, "new" if slot.parent is None else "changed")
+        return node
+
+    def _take_back(self) -> None:
+        """Handle here the files the scanners handed back, and requeue what they left."""
+        self._batches.requeue()
+        for slot in self._batches.take_handed_back():
+            slot.child = child = self._save_handed_back(slot)
+            self._settle_when_done(slot.task, child)
+
+    def _save_handed_back(self, slot: Slot) -> Child | None:
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(slot.path).st_mode)
+        except OSError as exc:
+            self.counters.miss(slot.path, describe_os_error(exc), self.progress)
+            return None
+        if is_dir:  # listed as a file: its tree could no longer precede its parent's
+            self.counters.miss(slot.path, "replaced by a directory during backup", self.progress)
+            return None
+        return self.save_entry(slot.path, slot.rel, slot.name, slot.root_dev, slot.parent)
+
+    # -- files read in this process -----------------------------------------------------
 
     def save_file(self, path: bytes, node: Node, parent: Node | None) -> Child:
         key = (node.device, node.inode)
@@ -192,7 +266,7 @@ class Walker:
             child: Node | Future[Node | None] = node
         else:
             self.counters.add(bytes_total=node.size)
-            child = self._submit_read(path, node, "new" if parent is None else "changed")
+            child = self._submit_thread_read(path, node, "new" if parent is None else "changed")
         if node.nlink > 1:
             self._hardlinks[key] = child
         return child
@@ -201,11 +275,6 @@ class Walker:
         self.counters.add(files_unchanged=1, bytes_total=bytes_total)
         self.progress.bytes_done(node.size)
         self.progress.file_done(path, "unchanged")
-
-    def _submit_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
-        if self._processes and node.size <= procreader.MAX_FILE_SIZE:
-            return self._queue_for_worker(path, node, state)
-        return self._submit_thread_read(path, node, state)
 
     def _submit_thread_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
         self._slots.acquire()
@@ -222,65 +291,6 @@ class Walker:
             return None
         self._count_stored(path, state)
         return node
-
-    # -- worker processes (see procreader.py) ------------------------------------------
-
-    def _queue_for_worker(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
-        future: Future[Node | None] = Future()
-        self._batch.append((path, node, state, future))
-        self._batch_bytes += node.size
-        if len(self._batch) >= procreader.BATCH_FILES or (
-            self._batch_bytes >= procreader.BATCH_BYTES
-        ):
-            self._flush_batch()
-        return future
-
-    def _flush_batch(self, final: bool = False) -> None:
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        if not batch:
-            return
-        if final and self._process_pool is None:
-            for path, node, state, future in batch:  # too little to be worth starting workers
-                _chain(self._submit_thread_read(path, node, state), future)
-            return
-        if self._process_pool is None:
-            self._process_pool = procreader.start_pool(self._worker_setup, self._processes)
-        self._batch_slots.acquire()
-        for path, node, _, _ in batch:
-            self.progress.file_started(path, node.size)
-        work = self._process_pool.submit(
-            procreader.read_batch, [(path, node) for path, node, _, _ in batch]
-        )
-        work.add_done_callback(lambda done: self._batch_done(done, batch))
-
-    def _batch_done(
-        self,
-        done: Future[list[procreader.FileResult]],
-        batch: list[tuple[bytes, Node, str, Future[Node | None]]],
-    ) -> None:
-        try:
-            results = done.result()
-            for (path, _, state, future), result in zip(batch, results, strict=True):
-                future.set_result(self._apply_result(path, state, result))
-        except BaseException as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        finally:
-            self._batch_slots.release()
-
-    def _apply_result(self, path: bytes, state: str, result: procreader.FileResult) -> Node | None:
-        for blob in result.blobs:
-            self.saver.add_sealed(
-                blob.type, blob.id, blob.sealed, blob.raw_length, blob.compression
-            )
-        self._bytes_read(result.bytes_read)
-        if result.problem is not None:
-            self.counters.miss(path, result.problem, self.progress)
-        if not result.stored:
-            return None
-        self._count_stored(path, state)
-        return result.node
 
     def _count_stored(self, path: bytes, state: str) -> None:
         self.counters.add(**{"files_new" if state == "new" else "files_changed": 1})
@@ -310,13 +320,23 @@ class Walker:
 
     def drain(self, block: bool) -> None:
         """Encode finished directories, oldest first (children always precede parents)."""
-        if block:
-            self._flush_batch(final=True)
-        while self._pending and (block or _ready(self._pending[0])):
-            self._encode(self._pending.popleft())
+        self._batches.raise_failure()
+        self._take_back()
+        if not block:
+            while self._pending and not self._pending[0].waiting:
+                self._encode(self._pending.popleft())
+            return
+        while self._pending:
+            head = self._pending[0]
+            self._batches.flush(final=True)
+            self._batches.wait_for(head)
+            self._batches.raise_failure()
+            self._take_back()
+            if not head.waiting:
+                self._encode(self._pending.popleft())
 
-    def _encode(self, task: _DirTask) -> None:
-        nodes = self.resolve_all(task.children)
+    def _encode(self, task: DirTask) -> None:
+        nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
         unchanged = task.parent_subtree is not None and nodes == task.parent_nodes
         if unchanged and self.saver.has_live(task.parent_subtree):
             task.node.subtree = task.parent_subtree  # identical entries: identical tree blob
@@ -324,40 +344,23 @@ class Walker:
         task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
 
     def _resolve(self, child: Child) -> Node | None:
-        if isinstance(child, Node):
+        if isinstance(child, Slot):
+            assert not is_unset(child.child), "a directory was encoded before its files"
+            return self._resolve(child.child)  # type: ignore[arg-type]
+        if child is None or isinstance(child, Node):
             return child
         if isinstance(child, _Linked):
-            first = child.first if isinstance(child.first, Node) else self._wait(child.first)
+            first = child.first if isinstance(child.first, Node) else child.first.result()
             if first is None:  # the first name could not be read; try this one
                 return self._read(child.path, child.node, "new")
             child.node.content, child.node.extents = list(first.content), first.extents
             self._unchanged(child.path, child.node)
             return child.node
-        return self._wait(child)
-
-    def _wait(self, future: Future[Node | None]) -> Node | None:
-        if not future.done():
-            self._flush_batch()  # it may sit in the batch not yet handed to a worker
-        return future.result()
+        return child.result()
 
 
-def _chain(source: Future[Node | None], target: Future[Node | None]) -> None:
-    def copy(done: Future[Node | None]) -> None:
-        exc = done.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(done.result())
-
-    source.add_done_callback(copy)
-
-
-def _ready(task: _DirTask) -> bool:
-    for child in task.children:
-        pending = child.first if isinstance(child, _Linked) else child
-        if isinstance(pending, Future) and not pending.done():
-            return False
-    return True
+def _settle(batches: FileBatches, task: DirTask, _: Future[Node | None]) -> None:
+    batches.settle(task)
 
 
 @dataclass(frozen=True)

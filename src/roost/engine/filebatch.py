@@ -1,0 +1,313 @@
+"""Handing regular files to the batch scanners and taking their results back.
+
+The walker queues each regular file it lists as a :class:`Slot` of its directory's
+:class:`DirTask`. Slots travel in batches to worker processes (or, for a backup too small to
+be worth starting them, to a thread running the same scanner; see procreader.py). A result
+thread applies each file's outcome as it arrives: the sealed blobs go to the BlobSaver, the
+counters and progress are updated and the slot gets its node. Files a worker hands back
+(:data:`procreader.MAIN`) wait in a queue that the walking thread empties, because only it
+keeps the hardlink map and starts thread reads.
+
+Each DirTask counts the children it still waits for (``waiting``), so the walker knows in
+O(1) whether the oldest finished directory can be encoded; one condition variable wakes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from roost.engine import procreader
+from roost.engine.tree import Node
+from roost.engine.uploader import BlobSaver
+from roost.errors import BackupWorkerError
+
+_UNSET: object = object()
+
+
+@dataclass(eq=False)
+class DirTask:
+    """A directory listed by the walker whose tree is encoded once its children are known."""
+
+    node: Node
+    children: list[object] = field(default_factory=list)
+    parent_subtree: bytes | None = None
+    parent_nodes: list[Node] = field(default_factory=list)
+    waiting: int = 0
+
+
+@dataclass(eq=False)
+class Slot:
+    """A regular file queued for a batch scanner; ``child`` is what it became."""
+
+    path: bytes
+    rel: bytes
+    name: bytes
+    root_dev: int
+    parent: Node | None  # the parent snapshot's entry of the same name
+    forced: bool  # read even if unchanged (a file the previous backup missed)
+    task: DirTask
+    child: object = _UNSET
+
+    def item(self) -> procreader.ScanItem:
+        parent = self.parent
+        if parent is None or self.forced or parent.type != "file":
+            return self.path, self.name, None
+        return self.path, self.name, (parent.size, parent.mtime_ns, parent.ctime_ns, parent.inode)
+
+
+ApplyResult = Callable[[Slot, procreader.FileResult], object]
+Message = tuple[Any, ...]
+OnMessage = Callable[[Any, Message], None]
+
+
+class _Worker(Protocol):
+    in_flight: int
+
+    def send(self, message: Message) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _ProcessWorker:
+    """A worker process and the thread that takes its answers."""
+
+    def __init__(self, setup: procreader.WorkerSetup, name: str, on_message: OnMessage) -> None:
+        self.in_flight = 0
+        self._process, self._conn = procreader.start_worker(setup, name)
+        self._send_lock = threading.Lock()
+        self._on_message = on_message
+        self._reader = threading.Thread(target=self._read, name=f"{name}-answers", daemon=True)
+        self._reader.start()
+
+    def send(self, message: Message) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                if self._process.exitcode not in (None, 0) or self.in_flight:
+                    self._on_message(self, ("died", self._process.exitcode))
+                return
+            self._on_message(self, message)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send(("stop",))
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+        self._reader.join(10)
+
+
+class _InlineWorker:
+    """The same protocol answered by a scanner in this process, on a thread pool."""
+
+    def __init__(
+        self,
+        setup: procreader.WorkerSetup,
+        threads: Executor,
+        on_message: Callable[[Any, Message], None],
+    ) -> None:
+        self.in_flight = 0
+        self._scanner = procreader.BatchScanner(setup)
+        self._threads = threads
+        self._on_message = on_message
+
+    def send(self, message: Message) -> None:
+        self._threads.submit(self._answer, message)
+
+    def _answer(self, message: Message) -> None:
+        try:
+            answer = procreader.handle(self._scanner, message)
+        except BaseException as exc:
+            answer = ("failed", exc)
+        self._on_message(self, answer)
+
+    def close(self) -> None:
+        pass
+
+
+class FileBatches:
+    """Batches of slots in flight; ``apply`` turns a slot's result into its child."""
+
+    def __init__(
+        self,
+        setup: procreader.WorkerSetup,
+        processes: int,
+        threads: Executor,
+        saver: BlobSaver,
+        apply: ApplyResult,
+    ) -> None:
+        self._setup = setup
+        self._processes = processes
+        self._threads = threads
+        self._saver = saver
+        self._apply = apply
+        self._workers: list[_Worker] = []
+        self._inline: _InlineWorker | None = None
+        self._batch: list[Slot] = []
+        self._limit = max(1, processes) * 2  # batches in flight
+        self._in_flight: dict[int, tuple[_Worker, list[Slot]]] = {}
+        self._next_batch = 0
+        self.cond = threading.Condition()
+        self.handed_back: deque[Slot] = deque()
+        self.requeued: deque[Slot] = deque()
+        self.failure: BaseException | None = None
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+    # -- the walking thread -------------------------------------------------------------
+
+    def queue(self, slot: Slot) -> None:
+        self.expect(slot.task, 1)
+        slot.task.children.append(slot)
+        self._add(slot)
+
+    def _add(self, slot: Slot) -> None:
+        self._batch.append(slot)
+        if len(self._batch) >= procreader.BATCH_FILES:
+            self.flush()
+
+    def requeue(self) -> None:
+        """Queue again the files a scanner did not reach (its batch hit BATCH_BYTES)."""
+        with self.cond:
+            slots = list(self.requeued)
+            self.requeued.clear()
+        for slot in slots:
+            self._add(slot)
+
+    def expect(self, task: DirTask, count: int) -> None:
+        with self.cond:
+            task.waiting += count
+
+    def settle(self, task: DirTask) -> None:
+        with self.cond:
+            task.waiting -= 1
+            self.cond.notify_all()
+
+    def flush(self, final: bool = False) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        worker = self._worker(small=final)
+        with self.cond:
+            while len(self._in_flight) >= self._limit and self.failure is None:
+                self.cond.wait()
+            self.raise_failure()
+            number = self._next_batch = self._next_batch + 1
+            self._in_flight[number] = (worker, batch)
+            worker.in_flight += 1
+        worker.send(("scan", number, [slot.item() for slot in batch]))
+
+    def _worker(self, small: bool) -> _Worker:
+        if self._processes and not self._workers and not small:
+            self._workers = [
+                _ProcessWorker(self._setup, f"roost-scan-{n}", self._on_message)
+                for n in range(self._processes)
+            ]
+        if self._workers:
+            return min(self._workers, key=lambda worker: worker.in_flight)
+        if self._inline is None:
+            self._inline = _InlineWorker(self._setup, self._threads, self._on_message)
+        return self._inline
+
+    def wait_all(self) -> None:
+        """Wait until every batch handed out is sealed and packed."""
+        with self.cond:
+            while self._in_flight and self.failure is None:
+                self.cond.wait()
+        self.raise_failure()
+
+    # -- the answer threads -------------------------------------------------------------
+
+    def _on_message(self, worker: _Worker, message: Message) -> None:
+        try:
+            kind = message[0]
+            if kind == "scanned":
+                self._scanned(worker, *message[1:])
+            elif kind == "sealed":
+                self._sealed(*message[1:])
+            elif kind == "failed":
+                raise message[1]
+            else:
+                raise BackupWorkerError(f"a backup worker process stopped (exit {message[1]})")
+        except BaseException as exc:  # storage failure, broken worker: the backup fails
+            self._fail(exc)
+
+    def _scanned(
+        self,
+        worker: _Worker,
+        number: int,
+        results: list[procreader.FileResult],
+        candidates: list[procreader.Candidate],
+    ) -> None:
+        batch = self._in_flight[number][1]
+        for slot, result in zip(batch, results, strict=False):
+            if result.outcome == procreader.MAIN:
+                with self.cond:
+                    self.handed_back.append(slot)
+                    self.cond.notify_all()
+                continue
+            slot.child = self._apply(slot, result)
+            self.settle(slot.task)
+        rest = batch[len(results) :]
+        if rest:  # the scanner stopped after BATCH_BYTES: the walker queues the rest again
+            with self.cond:
+                self.requeued.extend(rest)
+                self.cond.notify_all()
+        wanted = [blob_id for _, blob_id, size in candidates if self._saver.claim(blob_id, size)]
+        worker.send(("seal", number, wanted))
+
+    def _sealed(self, number: int, segment: bytes, entries: list[procreader.SegmentEntry]) -> None:
+        self._saver.add_segment(segment, entries)
+        with self.cond:
+            worker, _ = self._in_flight.pop(number)
+            worker.in_flight -= 1
+            self.cond.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.failure is None:
+                self.failure = exc
+            self.cond.notify_all()
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait_for(self, task: DirTask) -> None:
+        """Block until ``task`` waits for nothing, the walker has work, or a failure."""
+        with self.cond:
+            while (
+                task.waiting and not self.handed_back and not self.requeued and self.failure is None
+            ):
+                self.cond.wait()
+
+    def take_handed_back(self) -> list[Slot]:
+        with self.cond:
+            slots = list(self.handed_back)
+            self.handed_back.clear()
+        return slots
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+def is_unset(child: object) -> bool:
+    return child is _UNSET
+
+
+__all__ = ["DirTask", "FileBatches", "Slot", "is_unset"]
