@@ -58,7 +58,7 @@ class Slot:
         parent = self.parent
         if parent is None or self.forced or parent.type != "file":
             return self.path, self.name, None
-        return self.path, self.name, (parent.size, parent.mtime_ns, parent.ctime_ns, parent.inode)
+        return self.path, self.name, procreader.stat_key(parent)
 
 
 ApplyResult = Callable[[Slot, procreader.FileResult], object]
@@ -172,10 +172,13 @@ class FileBatches:
 
     # -- the walking thread -------------------------------------------------------------
 
-    def queue(self, slot: Slot) -> None:
-        self.expect(slot.task, 1)
-        slot.task.children.append(slot)
-        self._add(slot)
+    def queue(self, task: DirTask, slots: list[Slot]) -> None:
+        """Queue files of ``task`` (already among its children) for the scanners."""
+        if not slots:
+            return
+        self.expect(task, len(slots))
+        for slot in slots:
+            self._add(slot)
 
     def _add(self, slot: Slot) -> None:
         self._batch.append(slot)

@@ -67,9 +67,11 @@ MAIN = 1  # the main process must handle it (hardlink, big file, no longer a reg
 MISSED = 2  # could not be read at all: ``problem`` says why
 UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not read
 STORED = 4  # read; ``problem`` set when it changed while being read
+IDENTICAL = 5  # unchanged, and every other field equal too: the parent's node is reused
 
-# (size, mtime_ns, ctime_ns, inode) of the parent snapshot's entry, as Node.same_file_as
-ParentKey = tuple[int, int, int, int]
+# the fields of a node that come from lstat; the first four decide whether the content is
+# unchanged (as Node.same_file_as), all of them whether the parent's node can be reused
+ParentKey = tuple[int, int, int, int, int, int, int, str | None, str | None, int, int, int]
 # one file to scan: path, name, the parent's key (None: new or forced read)
 ScanItem = tuple[bytes, bytes, ParentKey | None]
 
@@ -97,6 +99,24 @@ class WorkerSetup:
     larger_than: int | None = None  # exclude files larger than this
     max_file_size: int = MAX_FILE_SIZE
     batch_bytes: int = BATCH_BYTES
+
+
+def stat_key(node: Node) -> ParentKey:
+    """See :data:`ParentKey`."""
+    return (
+        node.size,
+        node.mtime_ns,
+        node.ctime_ns,
+        node.inode,
+        node.mode,
+        node.uid,
+        node.gid,
+        node.user,
+        node.group,
+        node.atime_ns,
+        node.device,
+        node.nlink,
+    )
 
 
 class _Collector:
@@ -176,8 +196,12 @@ class BatchScanner:
         if st.st_size > self.setup.max_file_size or st.st_nlink > 1:
             return FileResult(MAIN)
         node = fsmeta.node_from_stat(name, st, path, read_xattrs=False)
-        if parent == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino):
-            return FileResult(UNCHANGED, node)  # the caller takes content and xattrs
+        if parent is not None:
+            key = stat_key(node)
+            if key == parent:
+                return FileResult(IDENTICAL)
+            if key[:4] == parent[:4]:
+                return FileResult(UNCHANGED, node)  # the caller takes content and xattrs
         return self._read(collector, path, node)
 
     def _read(self, collector: _Collector, path: bytes, node: Node) -> FileResult:
@@ -264,6 +288,7 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
     "EXCLUDED",
+    "IDENTICAL",
     "MAIN",
     "MAX_FILE_SIZE",
     "MISSED",
@@ -279,5 +304,6 @@ __all__ = [
     "default_processes",
     "handle",
     "start_worker",
+    "stat_key",
     "worker_main",
 ]

@@ -130,15 +130,21 @@ class Walker:
                 path, f"cannot list directory: {describe_os_error(exc)}", self.progress
             )
             return
+        files: list[Slot] = []
+        prefix = path if path.endswith(b"/") else path + b"/"
         for name, is_file in entries:
             child_rel = rel + b"/" + name if rel else name
-            child_path = os.path.join(path, name)
+            child_path = prefix + name
             if is_file:
-                self._queue_file(child_path, child_rel, name, root_dev, old.get(name), task)
+                slot = self._file_slot(child_path, child_rel, name, root_dev, old.get(name), task)
+                if slot is not None:
+                    task.children.append(slot)
+                    files.append(slot)
                 continue
             child = self.save_entry(child_path, child_rel, name, root_dev, old.get(name))
             if child is not None:
                 self._add_child(task, child)
+        self._batches.queue(task, files)
 
     def _add_child(self, task: DirTask, child: Child) -> None:
         task.children.append(child)
@@ -193,7 +199,7 @@ class Walker:
 
     # -- regular files through the batch scanners (filebatch.py) ------------------------
 
-    def _queue_file(
+    def _file_slot(
         self,
         path: bytes,
         rel: bytes,
@@ -201,20 +207,21 @@ class Walker:
         root_dev: int,
         parent: Node | None,
         task: DirTask,
-    ) -> None:
+    ) -> Slot | None:
         if self.options.rules.excludes_path(rel, False):
-            return
+            return None
         forced = path in self.options.force_read
-        slot = Slot(path, rel, name, root_dev, parent, forced, task)
         self.progress.file_started(path, parent.size if parent is not None else 0)
-        self._batches.queue(slot)
+        return Slot(path, rel, name, root_dev, parent, forced, task)
 
     def _apply_result(self, slot: Slot, result: procreader.FileResult) -> Node | None:
         """Runs in the result thread: one file's outcome becomes its node (or None)."""
         node = result.node
-        if result.outcome == procreader.UNCHANGED and node is not None:
-            parent = slot.parent
-            assert parent is not None
+        parent = slot.parent
+        if result.outcome == procreader.IDENTICAL and parent is not None:
+            self._unchanged(slot.path, parent, bytes_total=parent.size)
+            return parent  # the same object: the directory's comparison is by identity
+        if result.outcome == procreader.UNCHANGED and node is not None and parent is not None:
             node.content, node.extents = list(parent.content), parent.extents
             node.xattrs = list(parent.xattrs)  # changing an xattr changes ctime: current
             self._unchanged(slot.path, node, bytes_total=node.size)
