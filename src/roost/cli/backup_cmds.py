@@ -1,4 +1,8 @@
-"""The data commands: backup and restore, with progress bars and summaries."""
+"""The data commands: backup and restore, with progress bars and summaries.
+
+The engine modules a command needs are imported when it runs: ``roost`` imports this module
+for every command, and start-up time is part of every backup.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,24 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from roost.cli import output
 from roost.cli.context import JsonOption, session
 from roost.cli.progress import BackupBar, RestoreBar, progress_bar
-from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
-from roost.engine.filters import ExcludeRules
-from roost.engine.parents import find_parent
 from roost.engine.progress import BackupProgress, RestoreProgress
-from roost.engine.repository import Repository
-from roost.engine.restorer import CONFLICT_POLICIES, Restorer, RestoreSummary
-from roost.engine.scanner import Scanner
-from roost.engine.snapshot import Snapshot
-from roost.engine.stats import selection_totals
+from roost.engine.restorer import CONFLICT_POLICIES
 from roost.errors import RoostError
+
+if TYPE_CHECKING:
+    from roost.engine.archiver import BackupSummary
+    from roost.engine.filters import ExcludeRules
+    from roost.engine.repository import Repository
+    from roost.engine.restorer import RestoreSummary
+    from roost.engine.scanner import Scanner
+    from roost.engine.snapshot import Snapshot
 
 EXIT_MISSED_FILES = 3
 TESTING_KNOBS = (
@@ -79,6 +84,9 @@ def backup(
     ] = 30.0,
 ) -> None:
     """Back up files and directories into a new snapshot."""
+    from roost.engine.archiver import Archiver, BackupOptions, normalise_sources
+    from roost.engine.filters import ExcludeRules
+
     rules = ExcludeRules.build(
         exclude or [], exclude_file or [], exclude_larger_than, one_file_system
     )
@@ -95,7 +103,7 @@ def backup(
     started = time.monotonic()
     with progress_bar(not cli.json) as bar:
         progress = BackupBar(bar) if bar else BackupProgress()
-        with Scanner(sources, rules, progress) if bar else nullcontext():
+        with _scanner(sources, rules, progress) if bar else nullcontext():
             archiver = Archiver(repo, options, progress, checkpoint_seconds=checkpoint_seconds)
             snap, summary = archiver.run(sources)
     report = backup_json(snap, summary, time.monotonic() - started)
@@ -109,9 +117,18 @@ def backup(
         )
 
 
+def _scanner(sources: list[bytes], rules: ExcludeRules, progress: BackupProgress) -> Scanner:
+    """Counts the files to back up for the progress bar (only shown on a terminal)."""
+    from roost.engine.scanner import Scanner
+
+    return Scanner(sources, rules, progress)
+
+
 def _parent(
     repo: Repository, ref: str | None, hostname: str, sources: list[bytes]
 ) -> Snapshot | None:
+    from roost.engine.parents import find_parent
+
     if ref:
         return repo.find_snapshot(ref)
     return find_parent(repo, hostname, [os.fsdecode(path) for path in sources])
@@ -168,6 +185,8 @@ def restore(
     json_output: JsonOption = False,
 ) -> None:
     """Restore a snapshot (or some of its paths) into a directory."""
+    from roost.engine.restorer import Restorer
+
     cli = session(ctx, json_output)
     repo = cli.open()
     snap = repo.find_snapshot(snapshot)
@@ -179,6 +198,8 @@ def restore(
             repo, snap, os.fsencode(target), includes=includes, conflict=conflict, progress=progress
         )
         if bar:
+            from roost.engine.stats import selection_totals
+
             progress.restore_started(*selection_totals(repo, snap, includes))
         summary = restorer.run()
     duration = time.monotonic() - started

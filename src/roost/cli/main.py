@@ -18,12 +18,14 @@ from typer import _click as click  # Typer's vendored Click: the types of its gr
 from typer.core import TyperGroup
 
 from roost import __version__
-from roost.cli import backup_cmds, benchmark, forget_cmds, key_cmds, repo_cmds
+from roost.cli import backup_cmds, benchmark, fastparams, forget_cmds, key_cmds, repo_cmds
 from roost.cli.context import GlobalOptions, JsonOption
 from roost.errors import RoostError
 from roost.memory import tune_allocator
 
 INTERRUPTED = 130
+
+fastparams.install()  # no Pydantic for values that are already what they should be
 
 
 class _LazyGroup(TyperGroup):

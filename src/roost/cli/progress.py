@@ -2,7 +2,8 @@
 
 The bars go to stderr and only when it is a terminal; with ``--json`` or in a pipe the engine
 gets the no-op callbacks. Callbacks may come from worker threads (restore writes files in a
-pool, the backup scanner runs in its own thread), so counters are guarded by a lock.
+pool, the backup scanner runs in its own thread), so counters are guarded by a lock. Rich's
+progress module is imported only when a bar is shown.
 """
 
 from __future__ import annotations
@@ -10,47 +11,56 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from roost.cli.output import stderr_console
 from roost.engine.progress import BackupProgress, RestoreProgress
 
+if TYPE_CHECKING:
+    from rich.progress import Progress, ProgressColumn
 
-class FilesColumn(ProgressColumn):
+
+def files_column() -> ProgressColumn:
     """``12/340 files``, or ``12 files`` while the total is not known yet."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        done = task.fields.get("files", 0)
-        total = task.fields.get("files_total")
-        return Text(f"{done}/{total} files" if total is not None else f"{done} files")
+    class FilesColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            done = task.fields.get("files", 0)
+            total = task.fields.get("files_total")
+            return Text(f"{done}/{total} files" if total is not None else f"{done} files")
+
+    return FilesColumn()
 
 
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Progress | None]:
     """A live bar on stderr when ``enabled`` and stderr is a terminal, else None."""
-    console = stderr_console()
-    if not enabled or not console.is_terminal:
+    if not enabled:  # --json: no console needed at all
         yield None
         return
+    console = stderr_console()
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        FilesColumn(),
+        files_column(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
