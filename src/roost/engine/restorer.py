@@ -2,33 +2,64 @@
 
 Safety rules, because a snapshot is input we do not trust blindly:
 - a name that is empty, ``.``, ``..`` or contains ``/`` or NUL is refused with a warning;
-- nothing is written through a symlink that exists in the target: before descending into a
-  directory it is lstat'ed, and files are created with ``O_NOFOLLOW | O_EXCL``;
-- every chunk is verified against its keyed id as it is read (Repository.read_blob).
+- nothing is written through a symlink that exists in the target: before descending into an
+  existing directory it is lstat'ed, and files are created with ``O_NOFOLLOW | O_EXCL``;
+- every chunk is verified against its keyed id as it is read.
 
-Order: directories are created first, files written by a thread pool, and directory metadata
-applied last, deepest first, because writing into a directory changes its mtime.
+Order: directories are created first (by the walking thread), regular files written in
+batches by threads or worker processes (:mod:`roost.engine.restore_batch`), and directory
+metadata applied last, deepest first, because writing into a directory changes its mtime.
+
+A directory this restore created itself ("fresh") cannot hold anything of the user's, so its
+entries skip the conflict check (an ``lstat`` per file): ``O_EXCL`` still refuses a name that
+appeared meanwhile, and such a file then goes through the conflict policy like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
-from threading import Lock
 
 from roost.engine import fsmeta
+from roost.engine.pack import pack_key
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
+from roost.engine.restore_batch import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    EXISTS,
+    FAILED,
+    OK,
+    RETRY,
+    Chunk,
+    ExtentWriter,
+    FileJob,
+    FileOutcome,
+    WorkerSetup,
+    default_processes,
+    start_pool,
+    worker_batch,
+    write_batch,
+)
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import DIR, FILE, SOCKET, SYMLINK, Node
 from roost.errors import RestoreTargetError, RoostError, UsageError
+from roost.storage.base import Backend
+from roost.storage.local import LocalBackend
+from roost.storage.retry import RetryingBackend
 
 CONFLICT_POLICIES = ("overwrite", "skip", "rename", "if-newer")
+
+# Worker processes cost ~0.2 s to start: a restore uses them once it has this much to do.
+PROCESS_MIN_FILES = 2000
+PROCESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -50,6 +81,16 @@ def _safe_name(name: bytes) -> bool:
     return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
 
 
+def _local_root(backend: Backend) -> str | None:
+    """The directory of a plain local repository (worker processes read it themselves)."""
+    while isinstance(backend, RetryingBackend):
+        backend = backend.inner
+    return str(backend.root) if type(backend) is LocalBackend else None
+
+
+_Batch = tuple[list[FileJob], list[Node]]
+
+
 class Restorer:
     def __init__(
         self,
@@ -61,7 +102,10 @@ class Restorer:
         conflict: str = "overwrite",
         progress: RestoreProgress | None = None,
         workers: int = 2,
+        processes: int | None = None,
     ) -> None:
+        """``workers`` threads write batches until the restore is big enough for
+        ``processes`` worker processes (default: one per core; 0: threads only)."""
         if conflict not in CONFLICT_POLICIES:
             raise UsageError(f"--conflict must be one of {', '.join(CONFLICT_POLICIES)}")
         self.repo = repo
@@ -71,14 +115,23 @@ class Restorer:
         self.conflict = conflict
         self.progress = progress or RestoreProgress()
         self.summary = RestoreSummary()
-        self._lock = Lock()
         self._links: dict[tuple[int, int], bytes] = {}
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-restore")
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-restore")
+        self._workers = workers
+        self._processes = default_processes() if processes is None else processes
+        self._repo_root = _local_root(repo.backend) if self._processes > 0 else None
+        self._pool: ProcessPoolExecutor | None = None
         # bounded: a million small files must not become a million queued work items
-        self._slots = threading.BoundedSemaphore(workers * 8)
-        self._failure: BaseException | None = None
+        self._inflight: dict[Future[list[FileOutcome]], _Batch] = {}
+        self._jobs: list[FileJob] = []
+        self._nodes: list[Node] = []
+        self._batch_bytes = 0
+        self._dispatched_files = 0
+        self._dispatched_bytes = 0
+        self._pack_keys: dict[bytes, str] = {}
+        self._owner = hasattr(os, "geteuid") and os.geteuid() == 0
         self._dirs: list[tuple[bytes, Node]] = []
-        self._pending_links: list[tuple[bytes, bytes, Node]] = []
+        self._pending_links: list[tuple[bytes, bytes, Node, bool]] = []
         self._failed: set[bytes] = set()
         self._matched = 0
 
@@ -103,18 +156,25 @@ class Restorer:
     def run(self) -> RestoreSummary:
         self._prepare_target()
         try:
-            self._restore_tree(self.snapshot.tree, self.target, [])
-            self._pool.shutdown(wait=True)
-            if self._failure is not None:
-                raise self._failure
+            self._restore_tree(self.snapshot.tree, self.target, [], False)
+            self._flush()
+            while self._inflight:
+                self._collect()
             self._make_links()
         finally:
-            self._pool.shutdown(wait=True)
+            self._shutdown()
         for path, node in reversed(self._dirs):
             self._apply(path, node)
         if self.includes and not self._matched:
             raise UsageError("no path in the snapshot matches the given --include paths")
         return self.summary
+
+    def _shutdown(self) -> None:
+        cancel = bool(self._inflight)  # an error: do not wait for queued batches
+        self._threads.shutdown(wait=True, cancel_futures=cancel)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
 
     def _prepare_target(self) -> None:
         try:
@@ -135,11 +195,12 @@ class Restorer:
             )
 
     def _warn(self, path: bytes, message: str) -> None:
-        with self._lock:
-            self.summary.warnings.append(f"{os.fsdecode(path)}: {message}")
+        self.summary.warnings.append(f"{os.fsdecode(path)}: {message}")
         self.progress.warning(path, message)
 
-    def _restore_tree(self, tree_id: bytes, dir_path: bytes, parts: list[bytes]) -> None:
+    def _restore_tree(
+        self, tree_id: bytes, dir_path: bytes, parts: list[bytes], fresh: bool
+    ) -> None:
         for node in self.repo.load_tree(tree_id):
             child_parts = [*parts, node.name]
             if not _safe_name(node.name):
@@ -149,59 +210,63 @@ class Restorer:
             if not wanted:
                 continue
             path = os.path.join(dir_path, node.name)
-            if self._is_inside_include(child_parts):
+            inside = self._is_inside_include(child_parts)
+            if inside:
                 self._matched += 1
             if node.type == DIR:
-                self._restore_dir(node, path, child_parts)
-            elif self._is_inside_include(child_parts):
-                self._restore_leaf(node, path)
+                self._restore_dir(node, path, child_parts, inside)
+            elif inside:
+                self._restore_leaf(node, path, fresh)
 
-    def _restore_dir(self, node: Node, path: bytes, parts: list[bytes]) -> None:
-        if not self._ensure_dir(path):
+    def _restore_dir(self, node: Node, path: bytes, parts: list[bytes], inside: bool) -> None:
+        made = self._ensure_dir(path)
+        if made is None:
             return
-        if self._is_inside_include(parts):
+        if inside:
             self.summary.dirs += 1
             self._dirs.append((path, node))
         if node.subtree is not None:
-            self._restore_tree(node.subtree, path, parts)
+            self._restore_tree(node.subtree, path, parts, made)
 
-    def _ensure_dir(self, path: bytes) -> bool:
+    def _ensure_dir(self, path: bytes) -> bool | None:
+        """True: created now (fresh); False: it existed; None: not usable (warned)."""
         try:
             return self._make_dir(path)
         except OSError as exc:
             self._warn(path, f"cannot create directory: {exc.strerror}; skipped with its contents")
             self.summary.skipped += 1
-            return False
+            return None
 
-    def _make_dir(self, path: bytes) -> bool:
+    def _make_dir(self, path: bytes) -> bool | None:
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
             os.mkdir(path, 0o700)
             return True
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            return True
+            return False
         if self.conflict == "overwrite":
             os.unlink(path)  # a file or symlink where the snapshot has a directory
             os.mkdir(path, 0o700)
             return True
         self._warn(path, "exists and is not a directory; skipped with its contents")
         self.summary.skipped += 1
-        return False
+        return None
 
     # -- leaves -------------------------------------------------------------------------
 
-    def _restore_leaf(self, node: Node, path: bytes) -> None:
+    def _restore_leaf(self, node: Node, path: bytes, fresh: bool) -> None:
         if node.type == SOCKET:
             self.summary.other += 1
             return  # sockets belong to a running process; recreating one is meaningless
-        final = self._resolve_conflict(path, node)
+        final = path if fresh and node.type == FILE else self._resolve_conflict(path, node)
         if final is None:
             return
         if node.type == FILE:
             first = self._links.get((node.device, node.inode)) if node.nlink > 1 else None
             if first is not None:
-                self._pending_links.append((first, final, node))
+                self._pending_links.append((first, final, node, fresh))
             else:
                 if node.nlink > 1:
                     self._links[(node.device, node.inode)] = final
@@ -239,17 +304,127 @@ class Restorer:
         os.unlink(path)
         return path
 
-    def _submit(self, node: Node, path: bytes) -> None:
-        if self._failure is not None:
-            raise self._failure
-        self._slots.acquire()
-        future = self._pool.submit(self._restore_file, node, path)
-        future.add_done_callback(self._file_finished)
+    # -- batches of regular files -------------------------------------------------------
 
-    def _file_finished(self, future: Future[None]) -> None:
-        self._slots.release()
-        if not future.cancelled() and future.exception() is not None and self._failure is None:
-            self._failure = future.exception()
+    def _submit(self, node: Node, path: bytes) -> None:
+        job = self._job(node, path)
+        if job is None:  # a chunk in no index: the robust path reports it
+            self._restore_file(node, path)
+            return
+        if node.size > BATCH_BYTES:
+            self._flush()
+        self._jobs.append(job)
+        self._nodes.append(node)
+        self._batch_bytes += node.size
+        if len(self._jobs) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _job(self, node: Node, path: bytes) -> FileJob | None:
+        chunks: list[Chunk] = []
+        find = self.repo.index.find
+        keys = self._pack_keys
+        for blob_id in node.content:
+            loc = find(blob_id)
+            if loc is None:
+                return None
+            key = keys.get(loc.pack)
+            if key is None:
+                key = keys[loc.pack] = pack_key(loc.pack)
+            chunks.append(
+                (blob_id, key, loc.type, loc.offset, loc.length, loc.raw_length, loc.compression)
+            )
+        owner = fsmeta.restore_ids(node) if self._owner else None
+        return (
+            path,
+            node.size,
+            node.mode,
+            owner,
+            node.atime_ns,
+            node.mtime_ns,
+            node.xattrs,
+            node.extents,
+            chunks,
+        )
+
+    def _flush(self) -> None:
+        if not self._jobs:
+            return
+        batch = (self._jobs, self._nodes)
+        self._jobs, self._nodes, self._batch_bytes = [], [], 0
+        self._dispatched_files += len(batch[0])
+        self._dispatched_bytes += sum(job[1] for job in batch[0])
+        pool = self._process_pool()
+        limit = 4 * (self._processes if pool is not None else self._workers)
+        while len(self._inflight) >= limit:
+            self._collect()
+        self._dispatch(batch, pool)
+
+    def _process_pool(self) -> ProcessPoolExecutor | None:
+        if (
+            self._pool is None
+            and self._repo_root is not None
+            and (
+                self._dispatched_files >= PROCESS_MIN_FILES
+                or self._dispatched_bytes >= PROCESS_MIN_BYTES
+            )
+        ):
+            setup = WorkerSetup(self.repo.key.master, self._repo_root)
+            self._pool = start_pool(setup, self._processes)
+        return self._pool
+
+    def _dispatch(self, batch: _Batch, pool: ProcessPoolExecutor | None) -> None:
+        future: Future[list[FileOutcome]]
+        if pool is not None:
+            future = pool.submit(worker_batch, batch[0])
+        else:
+            future = self._threads.submit(write_batch, self.repo.key, self.repo.backend, batch[0])
+        self._inflight[future] = batch
+
+    def _collect(self) -> None:
+        """Wait for at least one batch and account for every finished one (main thread)."""
+        done, _ = wait_futures(self._inflight, return_when=FIRST_COMPLETED)
+        for future in done:
+            batch = self._inflight.pop(future)
+            try:
+                outcomes = future.result()
+            except BrokenProcessPool:
+                # a worker died (out of memory, killed): finish with threads
+                self._repo_root = None
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
+                for job in batch[0]:
+                    with contextlib.suppress(OSError):
+                        os.unlink(job[0])  # a half-written file of the dead worker
+                self._dispatch(batch, None)
+                continue
+            for job, node, outcome in zip(*batch, outcomes, strict=True):
+                self._account(job[0], node, outcome)
+
+    def _account(self, path: bytes, node: Node, outcome: FileOutcome) -> None:
+        status, written, messages = outcome
+        if status == OK:
+            self.summary.files += 1
+            self.summary.bytes_written += written
+            self.progress.bytes_done(written)
+            self.progress.file_done(path)
+            for message in messages:
+                self._warn(path, message)
+        elif status == FAILED:
+            self._warn(path, f"{messages[0]}; the file was not restored")
+            self._failed.add(path)
+        elif status == RETRY:
+            self._restore_file(node, path)  # every copy of every chunk, index reload
+        elif status == EXISTS:
+            final = self._resolve_conflict(path, node)
+            if final is None:
+                self._failed.add(path)  # later hard links must not point at that file
+                return
+            if node.nlink > 1 and self._links.get((node.device, node.inode)) == path:
+                self._links[(node.device, node.inode)] = final
+            self._restore_file(node, final)
+
+    # -- one file on the robust path ----------------------------------------------------
 
     def _restore_file(self, node: Node, path: bytes) -> None:
         try:
@@ -257,39 +432,41 @@ class Restorer:
         except (RoostError, OSError) as exc:
             message = str(exc) if isinstance(exc, RoostError) else f"cannot write: {exc.strerror}"
             self._warn(path, f"{message}; the file was not restored")
-            with self._lock:
-                self._failed.add(path)
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # never leave a truncated file that looks restored
+            self._failed.add(path)
+            if not (isinstance(exc, OSError) and exc.errno == errno.EEXIST):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # never leave a truncated file that looks restored
             return
-        with self._lock:
-            self.summary.files += 1
+        self.summary.files += 1
         self._apply(path, node)
 
     def _make_links(self) -> None:
         """Link later names of a hardlinked inode to the first one restored (all written now)."""
-        for first, path, node in self._pending_links:
-            if first in self._failed:
-                self._restore_file(node, path)
+        for first, path, node, fresh in self._pending_links:
+            final: bytes | None = path
+            if fresh and os.path.lexists(path):  # appeared in a directory we created
+                final = self._resolve_conflict(path, node)
+            if final is None:
                 continue
-            try:
-                os.link(first, path, follow_symlinks=False)
-            except OSError:
-                self._restore_file(node, path)  # the first copy failed or was skipped
-                continue
-            with self._lock:
-                self.summary.files += 1
+            if first not in self._failed:
+                try:
+                    os.link(first, final, follow_symlinks=False)
+                except OSError:
+                    pass  # the first copy was skipped or removed: write this one
+                else:
+                    self.summary.files += 1
+                    continue
+            self._restore_file(node, final)
 
     def _write_file(self, node: Node, path: bytes) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         try:
-            writer = _ExtentWriter(fd, node.extents)
+            writer = ExtentWriter(fd, node.extents)
             for chunk_id in node.content:
                 data = self.repo.read_blob(chunk_id)
                 writer.write(data)
-                with self._lock:
-                    self.summary.bytes_written += len(data)
+                self.summary.bytes_written += len(data)
                 self.progress.bytes_done(len(data))
             os.ftruncate(fd, node.size)  # recreates trailing holes, too
         finally:
@@ -299,33 +476,6 @@ class Restorer:
     def _apply(self, path: bytes, node: Node) -> None:
         for warning in fsmeta.apply_metadata(path, node):
             self._warn(path, warning)
-
-
-class _ExtentWriter:
-    """Writes a file's content stream back to back, or into its data extents if sparse."""
-
-    def __init__(self, fd: int, extents: list[tuple[int, int]] | None) -> None:
-        self._fd = fd
-        self._extents = list(extents) if extents is not None else None
-        self._offset = 0  # next write position for a dense file
-        self._index = 0
-
-    def write(self, data: bytes) -> None:
-        if self._extents is None:
-            os.pwrite(self._fd, data, self._offset)
-            self._offset += len(data)
-            return
-        view = memoryview(data)
-        while view:
-            if self._index >= len(self._extents):
-                raise RoostError("file content is longer than its recorded data extents")
-            start, length = self._extents[self._index]
-            take = min(len(view), length - self._offset)
-            os.pwrite(self._fd, view[:take], start + self._offset)
-            view = view[take:]
-            self._offset += take
-            if self._offset == length:
-                self._index, self._offset = self._index + 1, 0
 
 
 def _free_name(path: bytes) -> bytes:
