@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from roost.engine import procreader
+from roost.engine.parenttree import ParentDir
 from roost.engine.tree import Node
 from roost.engine.uploader import BlobSaver
 from roost.errors import BackupWorkerError
@@ -36,8 +37,7 @@ class DirTask:
 
     node: Node
     children: list[object] = field(default_factory=list)
-    parent_subtree: bytes | None = None
-    parent_nodes: list[Node] = field(default_factory=list)
+    parent: ParentDir | None = None  # the same directory in the parent snapshot
     waiting: int = 0
 
 
@@ -49,16 +49,20 @@ class Slot:
     rel: bytes
     name: bytes
     root_dev: int
-    parent: Node | None  # the parent snapshot's entry of the same name
+    parent_dir: ParentDir | None  # where the parent snapshot's entry of this name is
     forced: bool  # read even if unchanged (a file the previous backup missed)
     task: DirTask
     child: object = _UNSET
+    key: procreader.ParentKey | None = None
 
     def item(self) -> procreader.ScanItem:
-        parent = self.parent
-        if parent is None or self.forced or parent.type != "file":
-            return self.path, self.name, None
-        return self.path, self.name, procreader.stat_key(parent)
+        if self.parent_dir is not None and not self.forced:
+            self.key = self.parent_dir.key(self.name)
+        return self.path, self.name, self.key
+
+    def parent(self) -> Node | None:
+        """The parent snapshot's entry of this name, if any (decoded on first use)."""
+        return None if self.parent_dir is None else self.parent_dir.node(self.name)
 
 
 ApplyResult = Callable[[Slot, procreader.FileResult], object]
@@ -313,4 +317,6 @@ def is_unset(child: object) -> bool:
     return child is _UNSET
 
 
-__all__ = ["DirTask", "FileBatches", "Slot", "is_unset"]
+REUSED: object = object()  # a slot's child: the parent's entry, unchanged in every field
+
+__all__ = ["REUSED", "DirTask", "FileBatches", "Slot", "is_unset"]

@@ -21,10 +21,11 @@ from functools import partial
 
 from roost.engine import fsmeta, procreader
 from roost.engine.chunker import Chunker
-from roost.engine.filebatch import DirTask, FileBatches, Slot, is_unset
+from roost.engine.filebatch import REUSED, DirTask, FileBatches, Slot, is_unset
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.filters import ExcludeRules
 from roost.engine.pack import TREE_BLOB
+from roost.engine.parenttree import ParentDir
 from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
 from roost.engine.tree import DIR, FILE, Node, encode_tree
@@ -92,15 +93,16 @@ class Walker:
     # -- parent lookup ------------------------------------------------------------------
 
     def parent_children(self, subtree: bytes | None) -> dict[bytes, Node]:
-        if subtree is None:
-            return {}
-        return {node.name: node for node in self.parent_nodes(subtree)}
+        parent = self.parent_dir(subtree)
+        return {} if parent is None else parent.nodes()
 
-    def parent_nodes(self, subtree: bytes) -> list[Node]:
+    def parent_dir(self, subtree: bytes | None) -> ParentDir | None:
+        if subtree is None:
+            return None
         try:
-            return self.repo.load_tree(subtree)
+            return ParentDir.decode(subtree, self.repo.read_blob(subtree))
         except RoostError:
-            return []  # an unreadable parent tree only costs re-reading
+            return None  # an unreadable parent tree only costs re-reading
 
     # -- directories --------------------------------------------------------------------
 
@@ -110,18 +112,14 @@ class Walker:
         self.counters.add(dirs=1)
         task = DirTask(node)
         if not (self.options.rules.one_file_system and node.device != root_dev):
-            if parent is not None and parent.type == DIR and parent.subtree is not None:
-                task.parent_subtree = parent.subtree
-                task.parent_nodes = self.parent_nodes(parent.subtree)
-            old = {child.name: child for child in task.parent_nodes}
-            self._save_entries(path, rel, root_dev, old, task)
+            if parent is not None and parent.type == DIR:
+                task.parent = self.parent_dir(parent.subtree)
+            self._save_entries(path, rel, root_dev, task)
         self._pending.append(task)
         self.drain(block=False)
         return node
 
-    def _save_entries(
-        self, path: bytes, rel: bytes, root_dev: int, old: dict[bytes, Node], task: DirTask
-    ) -> None:
+    def _save_entries(self, path: bytes, rel: bytes, root_dev: int, task: DirTask) -> None:
         try:
             with os.scandir(path) as it:
                 entries = sorted((entry.name, entry.is_file(follow_symlinks=False)) for entry in it)
@@ -136,12 +134,13 @@ class Walker:
             child_rel = rel + b"/" + name if rel else name
             child_path = prefix + name
             if is_file:
-                slot = self._file_slot(child_path, child_rel, name, root_dev, old.get(name), task)
+                slot = self._file_slot(child_path, child_rel, name, root_dev, task)
                 if slot is not None:
                     task.children.append(slot)
                     files.append(slot)
                 continue
-            child = self.save_entry(child_path, child_rel, name, root_dev, old.get(name))
+            parent = task.parent.node(name) if task.parent is not None else None
+            child = self.save_entry(child_path, child_rel, name, root_dev, parent)
             if child is not None:
                 self._add_child(task, child)
         self._batches.queue(task, files)
@@ -200,31 +199,25 @@ class Walker:
     # -- regular files through the batch scanners (filebatch.py) ------------------------
 
     def _file_slot(
-        self,
-        path: bytes,
-        rel: bytes,
-        name: bytes,
-        root_dev: int,
-        parent: Node | None,
-        task: DirTask,
+        self, path: bytes, rel: bytes, name: bytes, root_dev: int, task: DirTask
     ) -> Slot | None:
         if self.options.rules.excludes_path(rel, False):
             return None
         forced = path in self.options.force_read
-        self.progress.file_started(path, parent.size if parent is not None else 0)
-        return Slot(path, rel, name, root_dev, parent, forced, task)
+        self.progress.file_started(path, 0)
+        return Slot(path, rel, name, root_dev, task.parent, forced, task)
 
-    def _apply_result(self, slot: Slot, result: procreader.FileResult) -> Node | None:
+    def _apply_result(self, slot: Slot, result: procreader.FileResult) -> object:
         """Runs in the result thread: one file's outcome becomes its node (or None)."""
         node = result.node
-        parent = slot.parent
-        if result.outcome == procreader.IDENTICAL and parent is not None:
-            self._unchanged(slot.path, parent, bytes_total=parent.size)
-            return parent  # the same object: the directory's comparison is by identity
+        if result.outcome == procreader.IDENTICAL and slot.key is not None:
+            self._unchanged(slot.path, slot.key[0], bytes_total=slot.key[0])
+            return REUSED
+        parent = slot.parent()
         if result.outcome == procreader.UNCHANGED and node is not None and parent is not None:
             node.content, node.extents = list(parent.content), parent.extents
             node.xattrs = list(parent.xattrs)  # changing an xattr changes ctime: current
-            self._unchanged(slot.path, node, bytes_total=node.size)
+            self._unchanged(slot.path, node.size, bytes_total=node.size)
             return node
         if result.outcome == procreader.EXCLUDED:
             return None
@@ -235,7 +228,8 @@ class Walker:
             self.counters.miss(slot.path, result.problem, self.progress)
         if result.outcome != procreader.STORED:
             return None
-        self._count_stored(slot.path, "new" if slot.parent is None else "changed")
+        existed = slot.parent_dir is not None and slot.name in slot.parent_dir
+        self._count_stored(slot.path, "changed" if existed else "new")
         return node
 
     def _take_back(self) -> None:
@@ -254,7 +248,7 @@ class Walker:
         if is_dir:  # listed as a file: its tree could no longer precede its parent's
             self.counters.miss(slot.path, "replaced by a directory during backup", self.progress)
             return None
-        return self.save_entry(slot.path, slot.rel, slot.name, slot.root_dev, slot.parent)
+        return self.save_entry(slot.path, slot.rel, slot.name, slot.root_dev, slot.parent())
 
     # -- files read in this process -----------------------------------------------------
 
@@ -269,7 +263,7 @@ class Walker:
             and (path not in self.options.force_read)
         ):
             node.content, node.extents = list(parent.content), parent.extents
-            self._unchanged(path, node, bytes_total=node.size)
+            self._unchanged(path, node.size, bytes_total=node.size)
             child: Node | Future[Node | None] = node
         else:
             self.counters.add(bytes_total=node.size)
@@ -278,9 +272,9 @@ class Walker:
             self._hardlinks[key] = child
         return child
 
-    def _unchanged(self, path: bytes, node: Node, bytes_total: int = 0) -> None:
+    def _unchanged(self, path: bytes, size: int, bytes_total: int = 0) -> None:
         self.counters.add(files_unchanged=1, bytes_total=bytes_total)
-        self.progress.bytes_done(node.size)
+        self.progress.bytes_done(size)
         self.progress.file_done(path, "unchanged")
 
     def _submit_thread_read(self, path: bytes, node: Node, state: str) -> Future[Node | None]:
@@ -343,16 +337,34 @@ class Walker:
                 self._encode(self._pending.popleft())
 
     def _encode(self, task: DirTask) -> None:
-        nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
-        unchanged = task.parent_subtree is not None and nodes == task.parent_nodes
-        if unchanged and self.saver.has_live(task.parent_subtree):
-            task.node.subtree = task.parent_subtree  # identical entries: identical tree blob
+        parent = task.parent
+        if (
+            parent is not None
+            and self.saver.has_live(parent.subtree)
+            and self._same_as_parent(task, parent)
+        ):
+            task.node.subtree = parent.subtree  # identical entries: identical tree blob
             return
+        nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
         task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
+
+    def _same_as_parent(self, task: DirTask, parent: ParentDir) -> bool:
+        """Whether every entry equals the parent's, without decoding reused entries."""
+        if len(task.children) != len(parent):
+            return False
+        for child in task.children:
+            if isinstance(child, Slot) and child.child is REUSED:
+                continue
+            node = self._resolve(child)  # type: ignore[arg-type]
+            if node is None or node != parent.node(node.name):
+                return False
+        return True
 
     def _resolve(self, child: Child) -> Node | None:
         if isinstance(child, Slot):
             assert not is_unset(child.child), "a directory was encoded before its files"
+            if child.child is REUSED:
+                return child.parent()
             return self._resolve(child.child)  # type: ignore[arg-type]
         if child is None or isinstance(child, Node):
             return child
@@ -361,7 +373,7 @@ class Walker:
             if first is None:  # the first name could not be read; try this one
                 return self._read(child.path, child.node, "new")
             child.node.content, child.node.extents = list(first.content), first.extents
-            self._unchanged(child.path, child.node)
+            self._unchanged(child.path, child.node.size)
             return child.node
         return child.result()
 

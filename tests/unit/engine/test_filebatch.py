@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,11 @@ from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.crypto import Key, MasterKey
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB, blob_aad
+from roost.engine.parenttree import ParentDir
 from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
 from roost.engine.restorer import Restorer
+from roost.engine.snapshot import Snapshot
 from roost.engine.tree import Node
 from roost.errors import BackupWorkerError
 from roost.storage.local import LocalBackend
@@ -178,3 +181,50 @@ def test_a_killed_worker_fails_the_backup(
     with pytest.raises(BackupWorkerError, match="stopped"):
         Archiver(repo, progress=_KillAWorker(), processes=2).run([str(src)])
     assert repo.list_snapshots() == []
+
+
+def test_parent_entries_are_decoded_on_demand() -> None:
+    docs = [
+        {"type": "file", "name": "plain", "size": 5, "mtime_ns": 7, "inode": 9, "user": "root"},
+        {"type": "file", "name_b64": "/w==", "size": "five"},  # b"\xff", malformed size
+        {"type": "dir", "name": "sub", "subtree": "00" * 32},
+    ]
+    parent = ParentDir(b"t" * 32, docs)
+    assert len(parent) == 3 and b"\xff" in parent
+    assert parent.key(b"plain") == (5, 7, 0, 9, 0, 0, 0, "root", None, 0, 0, 1)
+    assert parent.key(b"sub") is None  # only regular files are compared by key
+    assert parent.node(b"\xff") is None  # malformed: the file is simply read again
+    node = parent.node(b"sub")
+    assert node is not None and node.subtree == bytes(32)
+    assert set(parent.nodes()) == {b"plain", b"sub"}
+
+
+def test_an_access_time_change_keeps_the_content_and_records_the_new_time(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    two_days_ago = time.time_ns() - 2 * 86400 * 10**9
+    for name in ("a.txt", "b.txt"):
+        (src / name).write_bytes(name.encode() * 1000)
+        os.utime(src / name, ns=(two_days_ago, two_days_ago))
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    (src / "a.txt").read_bytes()  # a reader updates the access time, not the ctime
+    atime = (src / "a.txt").stat().st_atime_ns
+    if atime == two_days_ago:
+        pytest.skip("this file system does not update access times (noatime)")
+    second, summary = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.bytes_read) == (2, 0)
+    old, new = (_entries(repo, snap, src) for snap in (first, second))
+    assert new[b"a.txt"].atime_ns == atime
+    assert new[b"a.txt"].content == old[b"a.txt"].content
+    assert new[b"b.txt"] == old[b"b.txt"]
+
+
+def _entries(repo: Repository, snap: Snapshot, src: Path) -> dict[bytes, Node]:
+    nodes = repo.load_tree(snap.tree)
+    for part in src.parts[1:]:
+        subtree = next(n.subtree for n in nodes if n.name == part.encode())
+        assert subtree is not None
+        nodes = repo.load_tree(subtree)
+    return {node.name: node for node in nodes}

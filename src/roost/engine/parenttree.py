@@ -1,0 +1,107 @@
+"""The parent snapshot's entries of one directory, decoded only as far as a backup needs.
+
+An incremental backup compares every entry with the parent's entry of the same name. Building
+a :class:`Node` for each of them was most of a no-change backup's time in the main process,
+although for an unchanged file only its ``lstat`` fields matter: they decide that the file is
+unchanged, and then the parent's entry is reused as it is. So the tree blob is parsed into its
+JSON documents, a regular file's fields are read straight from its document
+(:meth:`ParentDir.key`), and a Node is built only for entries that are compared or copied
+(:meth:`ParentDir.node`): directories, symlinks, changed files, and every entry of a
+directory that has to be encoded anew.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from roost.engine.procreader import ParentKey
+from roost.engine.tree import FILE, TREE_VERSION, Node, node_from_json
+from roost.errors import CorruptObject, UnsupportedFormat
+
+
+class ParentDir:
+    """One parent tree: entries by name, their documents, Nodes built on demand."""
+
+    def __init__(self, subtree: bytes, docs: list[dict[str, Any]]) -> None:
+        self.subtree = subtree
+        self._docs: dict[bytes, dict[str, Any]] = {_name(doc): doc for doc in docs}
+        self._nodes: dict[bytes, Node] = {}
+
+    @classmethod
+    def decode(cls, subtree: bytes, data: bytes) -> ParentDir:
+        try:
+            body = orjson.loads(data)
+            if body["v"] != TREE_VERSION:
+                raise UnsupportedFormat(f"tree version {body['v']} is newer than this Roost")
+            docs = body["nodes"]
+            if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+                raise TypeError("nodes is not a list of objects")
+            return cls(subtree, docs)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptObject("a tree blob is malformed") from exc
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __contains__(self, name: bytes) -> bool:
+        return name in self._docs
+
+    def node(self, name: bytes) -> Node | None:
+        """The parent's entry ``name`` as a Node (decoded once); None if absent or malformed.
+
+        A malformed entry only costs reading the file again, as an unreadable tree does.
+        """
+        node = self._nodes.get(name)
+        if node is None:
+            doc = self._docs.get(name)
+            if doc is None:
+                return None
+            try:
+                node = self._nodes[name] = node_from_json(doc)
+            except (CorruptObject, ValueError, KeyError, TypeError):  # as decode_tree's
+                return None
+        return node
+
+    def nodes(self) -> dict[bytes, Node]:
+        return {name: node for name in list(self._docs) if (node := self.node(name)) is not None}
+
+    def key(self, name: bytes) -> ParentKey | None:
+        """A regular file's ``lstat`` fields as procreader.stat_key builds them, or None.
+
+        Read from the document with node_from_json's defaults; a malformed value simply
+        never equals a fresh ``lstat``, so the file is read again.
+        """
+        doc = self._docs.get(name)
+        if doc is None or doc.get("type") != FILE:
+            return None
+        get = doc.get
+        return (
+            get("size", 0),
+            get("mtime_ns", 0),
+            get("ctime_ns", 0),
+            get("inode", 0),
+            get("mode", 0),
+            get("uid", 0),
+            get("gid", 0),
+            get("user"),
+            get("group"),
+            get("atime_ns", 0),
+            get("device", 0),
+            get("nlink", 1),
+        )
+
+
+def _name(doc: dict[str, Any]) -> bytes:
+    name = doc.get("name")
+    if name.__class__ is str:
+        return str(name).encode("utf-8")
+    encoded = doc.get("name_b64")
+    if encoded.__class__ is not str:
+        raise CorruptObject("a tree entry lacks its name")
+    return base64.b64decode(str(encoded), validate=True)
+
+
+__all__ = ["ParentDir"]
