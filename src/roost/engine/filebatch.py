@@ -83,7 +83,7 @@ class _ProcessWorker:
 
     def __init__(self, setup: procreader.WorkerSetup, name: str, on_message: OnMessage) -> None:
         self.in_flight = 0
-        self._process, self._conn = procreader.start_worker(setup, name)
+        self._worker = procreader.start_worker(setup, name)
         self._send_lock = threading.Lock()
         self._on_message = on_message
         self._reader = threading.Thread(target=self._read, name=f"{name}-answers", daemon=True)
@@ -91,26 +91,22 @@ class _ProcessWorker:
 
     def send(self, message: Message) -> None:
         with self._send_lock:
-            self._conn.send(message)
+            self._worker.conn.send(message)
 
     def _read(self) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                message = self._worker.conn.recv()
             except (EOFError, OSError):
-                if self._process.exitcode not in (None, 0) or self.in_flight:
-                    self._on_message(self, ("died", self._process.exitcode))
+                if self.in_flight or self._worker.exitcode not in (None, 0):
+                    self._on_message(self, ("died", self._worker.process.wait()))
                 return
             self._on_message(self, message)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.send(("stop",))
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
+        self._worker.stop()
         self._reader.join(10)
 
 

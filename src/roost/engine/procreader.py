@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import multiprocessing
 import os
 import pickle
 import signal
+import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple
 
 from roost.engine import compress, fsmeta
@@ -55,6 +55,7 @@ from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
 from roost.engine.tree import Node
 from roost.errors import RoostError
+from roost.memory import tune_allocator
 
 _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
@@ -217,12 +218,18 @@ class BatchScanner:
 
 
 def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive its backup (killed agent, SIGKILLed `roost backup`)."""
+    """A worker must not outlive its backup (killed agent, SIGKILLed `roost backup`).
+
+    It also stops at end of file on its pipe; this covers a parent killed mid-batch.
+    """
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        try:
+            if ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
 
     def watch() -> None:  # other platforms: poll
         while os.getppid() == parent:
@@ -267,16 +274,54 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def start_worker(setup: WorkerSetup, name: str) -> tuple[BaseProcess, Connection]:
-    """Spawn a worker process; returns it and the main process's end of its pipe."""
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe(duplex=True)
-    process = context.Process(
-        target=worker_main, args=(theirs, setup, os.getpid()), name=name, daemon=True
-    )
-    process.start()
-    theirs.close()
-    return process, ours
+# Started as a plain interpreter (not multiprocessing's spawn, which re-imports the whole
+# command line in every worker and starts a resource-tracker process): ~20 MB less per
+# worker. -P keeps the current directory, which may be the tree being backed up, off sys.path.
+_WORKER_COMMAND = (
+    "import sys; from roost.engine.procreader import run_worker; run_worker(sys.argv[1])"
+)
+
+
+class WorkerProcess:
+    """A running worker: its process and the main process's end of its socket."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-c", _WORKER_COMMAND, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self.conn = Connection(ours.detach())
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
+
+
+def start_worker(setup: WorkerSetup, name: str) -> WorkerProcess:
+    """Start a worker; the key material goes over its socket, never argv or environment."""
+    worker = WorkerProcess(name)
+    worker.conn.send((setup, os.getpid()))
+    return worker
+
+
+def run_worker(fd: str) -> None:
+    """The worker process's entry point (see _WORKER_COMMAND)."""
+    tune_allocator()  # as the main process: big buffers go back to the OS when freed
+    conn = Connection(int(fd))
+    setup, parent = conn.recv()
+    worker_main(conn, setup, parent)
 
 
 def default_processes() -> int:
@@ -300,9 +345,11 @@ __all__ = [
     "ParentKey",
     "ScanItem",
     "SegmentEntry",
+    "WorkerProcess",
     "WorkerSetup",
     "default_processes",
     "handle",
+    "run_worker",
     "start_worker",
     "stat_key",
     "worker_main",

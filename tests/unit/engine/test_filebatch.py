@@ -8,7 +8,6 @@ process (hardlinks, big files) and a killed worker fails the backup with its own
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import pickle
 import signal
@@ -165,9 +164,21 @@ class _KillAWorker(BackupProgress):
     def file_done(self, path: bytes, state: str) -> None:
         self.files += 1
         if self.files == 3:
-            for child in multiprocessing.active_children():
-                if child.name.startswith("roost-scan-") and child.pid is not None:
-                    os.kill(child.pid, signal.SIGKILL)
+            for pid in _worker_pids():
+                os.kill(pid, signal.SIGKILL)
+
+
+def _worker_pids() -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(fields.get("PPid", "0")) == os.getpid() and b"run_worker" in cmdline:
+            found.append(int(status.parent.name))
+    return found
 
 
 def test_a_killed_worker_fails_the_backup(
@@ -180,6 +191,7 @@ def test_a_killed_worker_fails_the_backup(
         (src / f"f{number:03}").write_bytes(os.urandom(2000))
     with pytest.raises(BackupWorkerError, match="stopped"):
         Archiver(repo, progress=_KillAWorker(), processes=2).run([str(src)])
+    assert _worker_pids() == []  # the other worker was stopped too
     assert repo.list_snapshots() == []
 
 
