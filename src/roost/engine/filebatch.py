@@ -15,6 +15,7 @@ O(1) whether the oldest finished directory can be encoded; one condition variabl
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -90,8 +91,11 @@ class _ProcessWorker:
         self._reader.start()
 
     def send(self, message: Message) -> None:
-        with self._send_lock:
-            self._worker.conn.send(message)
+        try:
+            with self._send_lock:
+                self._worker.conn.send(message)
+        except OSError:
+            raise self._died() from None
 
     def _read(self) -> None:
         while True:
@@ -99,9 +103,16 @@ class _ProcessWorker:
                 message = self._worker.conn.recv()
             except (EOFError, OSError):
                 if self.in_flight or self._worker.exitcode not in (None, 0):
-                    self._on_message(self, ("died", self._worker.process.wait()))
+                    self._on_message(self, ("failed", self._died()))
                 return
             self._on_message(self, message)
+
+    def _died(self) -> BackupWorkerError:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._worker.process.wait(5)
+        code = self._worker.exitcode
+        how = "was killed" if code is not None and code < 0 else f"exited with status {code}"
+        return BackupWorkerError(f"a backup worker process stopped: it {how}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -244,10 +255,8 @@ class FileBatches:
                 self._scanned(worker, *message[1:])
             elif kind == "sealed":
                 self._sealed(*message[1:])
-            elif kind == "failed":
-                raise message[1]
             else:
-                raise BackupWorkerError(f"a backup worker process stopped (exit {message[1]})")
+                raise message[1]  # "failed": the worker's exception, or how it died
         except BaseException as exc:  # storage failure, broken worker: the backup fails
             self._fail(exc)
 
