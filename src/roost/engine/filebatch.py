@@ -267,22 +267,24 @@ class FileBatches:
         results: list[procreader.FileResult],
         candidates: list[procreader.Candidate],
     ) -> None:
+        wanted = self._saver.claim_many(candidates)
+        worker.send(("seal", number, wanted))  # first: the worker seals while we apply
         batch = self._in_flight[number][1]
+        handed_back: list[Slot] = []
+        done: list[DirTask] = []
         for slot, result in zip(batch, results, strict=False):
             if result.outcome == procreader.MAIN:
-                with self.cond:
-                    self.handed_back.append(slot)
-                    self.cond.notify_all()
-                continue
-            slot.child = self._apply(slot, result)
-            self.settle(slot.task)
-        rest = batch[len(results) :]
-        if rest:  # the scanner stopped after BATCH_BYTES: the walker queues the rest again
-            with self.cond:
-                self.requeued.extend(rest)
-                self.cond.notify_all()
-        wanted = [blob_id for _, blob_id, size in candidates if self._saver.claim(blob_id, size)]
-        worker.send(("seal", number, wanted))
+                handed_back.append(slot)
+            else:
+                slot.child = self._apply(slot, result)
+                done.append(slot.task)
+        with self.cond:
+            for task in done:
+                task.waiting -= 1
+            self.handed_back.extend(handed_back)
+            # the scanner stopped after BATCH_BYTES: the walker queues the rest again
+            self.requeued.extend(batch[len(results) :])
+            self.cond.notify_all()
 
     def _sealed(self, number: int, segment: bytes, entries: list[procreader.SegmentEntry]) -> None:
         self._saver.add_segment(segment, entries)

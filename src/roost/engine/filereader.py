@@ -113,5 +113,9 @@ def _refresh_from_stat(node: Node, st: os.stat_result) -> None:
 
 
 def _changed(before: os.stat_result, after: os.stat_result) -> bool:
-    keys = ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
-    return any(getattr(before, k) != getattr(after, k) for k in keys)
+    return (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino) != (
+        after.st_size,
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+        after.st_ino,
+    )

@@ -78,18 +78,8 @@ class BlobSaver:
         )
 
     def _claim(self, blob_id: bytes, raw_length: int) -> bool:
-        """Count the blob; True if this backup must store it (the one dedup decision)."""
-        with self._lock:
-            if self.has_live(blob_id):
-                self.stats.blobs_dedup += 1
-                return False
-            self._seen.add(blob_id)
-            self.stats.blobs_new += 1
-            self.stats.bytes_new_raw += raw_length
-            self._backlog += raw_length
-            backlog = self._backlog
-        self._report_backlog(backlog)
-        return True
+        """Count the blob; True if this backup must store it."""
+        return bool(self.claim_many([(DATA_BLOB, blob_id, raw_length)]))
 
     def save(
         self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
@@ -131,10 +121,26 @@ class BlobSaver:
         if self._error is not None:
             raise self._error
 
-    def claim(self, blob_id: bytes, raw_length: int) -> bool:
-        """Whether the caller must store this blob (it then must, before :meth:`flush`)."""
+    def claim_many(self, blobs: list[tuple[int, bytes, int]]) -> list[bytes]:
+        """Of (type, id, raw length), the ids the caller must store before :meth:`flush`.
+
+        The one dedup decision: a blob is stored by whoever claims it first.
+        """
         self._raise_if_failed()
-        return self._claim(blob_id, raw_length)
+        wanted = []
+        with self._lock:
+            for _, blob_id, raw_length in blobs:
+                if self.has_live(blob_id):
+                    self.stats.blobs_dedup += 1
+                    continue
+                self._seen.add(blob_id)
+                self.stats.blobs_new += 1
+                self.stats.bytes_new_raw += raw_length
+                self._backlog += raw_length
+                wanted.append(blob_id)
+            backlog = self._backlog
+        self._report_backlog(backlog)
+        return wanted
 
     def add_segment(self, segment: bytes, blobs: list[tuple[int, bytes, int, int, int]]) -> None:
         """Pack claimed data blobs a worker sealed: (type, id, length, raw length, method).
