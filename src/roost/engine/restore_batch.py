@@ -20,9 +20,10 @@ one of its chunks (``RETRY``) or found the name taken (``EXISTS``).
 
 Batches run in threads (any backend, small restores) or, for a local repository, in worker
 processes: each has its own GIL, so decrypting, decompressing, hashing and the per-file
-system calls of two batches really run in parallel. Workers start with ``spawn``, receive
-the key material once through the pool initializer, open the repository directory
-themselves and die with their parent.
+system calls of two batches really run in parallel. A worker is a plain interpreter (as the
+backup's, see :mod:`roost.engine.procreader`) talking pickles over a socket pair: it gets the
+key material once over the socket, opens the repository directory itself, answers batches
+in the order it got them and dies with its parent.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import multiprocessing
 import os
+import pickle
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Protocol
 
 from roost.engine import compress
@@ -45,6 +49,7 @@ from roost.engine.crypto import Key, MasterKey
 from roost.engine.fsmeta import _warning as meta_warning
 from roost.engine.pack import BLOB_TYPES, blob_aad
 from roost.errors import CorruptObject, RoostError, StorageError
+from roost.memory import tune_allocator
 
 MAX_READ = 8 * 1024 * 1024  # one coalesced pack read
 MAX_GAP = 64 * 1024  # bytes of unrelated blobs worth reading through rather than seeking
@@ -277,16 +282,21 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 # -- worker processes ------------------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
-_worker: tuple[Key, RangeReader] | None = None
 
 
 def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive its restore (killed agent, SIGKILLed `roost restore`)."""
+    """A worker must not outlive its restore (killed agent, SIGKILLed `roost restore`).
+
+    It also stops at end of file on its socket; this covers a parent killed mid-batch.
+    """
     if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        try:
+            if ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+                if os.getppid() != parent:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
 
     def watch() -> None:  # other platforms: poll
         while os.getppid() == parent:
@@ -296,27 +306,90 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="roost-parent-watch").start()
 
 
-def _initialise(setup: WorkerSetup, parent: int) -> None:
+def run_worker(fd: str) -> None:
+    """The worker process: write each batch it receives and answer with its outcomes."""
+    tune_allocator()
+    conn = Connection(int(fd))
+    setup, parent = conn.recv()
     _die_with_parent(parent)
-    from pathlib import Path
-
     from roost.storage.local import LocalBackend
 
-    global _worker
-    _worker = (Key(setup.master), LocalBackend(Path(setup.repo_root)))
+    key, backend = Key(setup.master), LocalBackend(Path(setup.repo_root))
+    try:
+        while (jobs := conn.recv()) is not None:
+            conn.send(("done", write_batch(key, backend, jobs)))
+    except EOFError:
+        return
+    except BaseException as exc:  # report it: the restore must fail with the real cause
+        with contextlib.suppress(Exception):
+            conn.send(("failed", _portable(exc)))
 
 
-def worker_batch(jobs: list[FileJob]) -> list[FileOutcome]:
-    """Worker entry point."""
-    assert _worker is not None, "the worker was not initialised"
-    return write_batch(_worker[0], _worker[1], jobs)
+def _portable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
-def start_pool(setup: WorkerSetup, processes: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_initialise, initargs=(setup, os.getpid())
-    )
+class WorkerDied(Exception):
+    """A worker process ended without answering (killed, out of memory)."""
+
+
+# A plain interpreter, not multiprocessing's spawn (which re-imports the command line in
+# every worker and starts a resource tracker). -P keeps the current directory off sys.path.
+_WORKER_COMMAND = (
+    "import sys; from roost.engine.restore_batch import run_worker; run_worker(sys.argv[1])"
+)
+
+
+class Worker:
+    """A worker process and the main process's end of its socket; answers come in order."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-c", _WORKER_COMMAND, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        self.conn = Connection(ours.detach())
+        self.conn.send((setup, os.getpid()))  # the key goes over the socket, not argv
+        self.pending = 0
+
+    def send(self, jobs: list[FileJob]) -> None:
+        try:
+            self.conn.send(jobs)
+        except OSError as exc:
+            raise WorkerDied from exc
+        self.pending += 1
+
+    def receive(self) -> list[FileOutcome]:
+        """The outcomes of the oldest batch sent and not yet received."""
+        try:
+            kind, payload = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerDied from exc
+        self.pending -= 1
+        if kind == "failed":
+            raise payload
+        outcomes: list[FileOutcome] = payload
+        return outcomes
+
+    def stop(self, *, kill: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            if kill:
+                self.process.kill()
+            else:
+                self.conn.send(None)
+        try:
+            self.process.wait(10.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
 
 
 def default_processes() -> int:
@@ -334,10 +407,11 @@ __all__ = [
     "ExtentWriter",
     "FileJob",
     "FileOutcome",
+    "Worker",
+    "WorkerDied",
     "WorkerSetup",
     "decode",
     "default_processes",
-    "start_pool",
-    "worker_batch",
+    "run_worker",
     "write_batch",
 ]

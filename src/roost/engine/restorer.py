@@ -21,11 +21,12 @@ import contextlib
 import errno
 import os
 import stat
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
+from multiprocessing.connection import wait as wait_connections
 
 from roost.engine import fsmeta
 from roost.engine.pack import pack_key
@@ -42,10 +43,10 @@ from roost.engine.restore_batch import (
     ExtentWriter,
     FileJob,
     FileOutcome,
+    Worker,
+    WorkerDied,
     WorkerSetup,
     default_processes,
-    start_pool,
-    worker_batch,
     write_batch,
 )
 from roost.engine.snapshot import Snapshot
@@ -57,9 +58,10 @@ from roost.storage.retry import RetryingBackend
 
 CONFLICT_POLICIES = ("overwrite", "skip", "rename", "if-newer")
 
-# Worker processes cost ~0.2 s to start: a restore uses them once it has this much to do.
+# Worker processes cost ~0.1 s to start: a restore uses them once it has this much to do.
 PROCESS_MIN_FILES = 2000
 PROCESS_MIN_BYTES = 64 * 1024 * 1024
+PROCESS_QUEUE = 3  # batches sent to one worker and not yet answered
 
 
 @dataclass
@@ -120,9 +122,9 @@ class Restorer:
         self._workers = workers
         self._processes = default_processes() if processes is None else processes
         self._repo_root = _local_root(repo.backend) if self._processes > 0 else None
-        self._pool: ProcessPoolExecutor | None = None
         # bounded: a million small files must not become a million queued work items
-        self._inflight: dict[Future[list[FileOutcome]], _Batch] = {}
+        self._inflight: dict[Future[list[FileOutcome]], _Batch] = {}  # in threads
+        self._procs: list[tuple[Worker, deque[_Batch]]] = []  # sent to worker processes
         self._jobs: list[FileJob] = []
         self._nodes: list[Node] = []
         self._batch_bytes = 0
@@ -158,7 +160,7 @@ class Restorer:
         try:
             self._restore_tree(self.snapshot.tree, self.target, [], False)
             self._flush()
-            while self._inflight:
+            while self._busy():
                 self._collect()
             self._make_links()
         finally:
@@ -169,12 +171,15 @@ class Restorer:
             raise UsageError("no path in the snapshot matches the given --include paths")
         return self.summary
 
+    def _busy(self) -> bool:
+        return bool(self._inflight) or any(queue for _, queue in self._procs)
+
     def _shutdown(self) -> None:
-        cancel = bool(self._inflight)  # an error: do not wait for queued batches
-        self._threads.shutdown(wait=True, cancel_futures=cancel)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
-            self._pool = None
+        failed = self._busy()  # an error: do not wait for queued batches
+        self._threads.shutdown(wait=True, cancel_futures=failed)
+        for worker, _ in self._procs:
+            worker.stop(kill=failed)
+        self._procs = []
 
     def _prepare_target(self) -> None:
         try:
@@ -353,53 +358,88 @@ class Restorer:
         self._jobs, self._nodes, self._batch_bytes = [], [], 0
         self._dispatched_files += len(batch[0])
         self._dispatched_bytes += sum(job[1] for job in batch[0])
-        pool = self._process_pool()
-        limit = 4 * (self._processes if pool is not None else self._workers)
-        while len(self._inflight) >= limit:
+        if self._use_processes():
+            self._send(batch)
+            return
+        while len(self._inflight) >= 4 * self._workers:
             self._collect()
-        self._dispatch(batch, pool)
+        self._submit_to_thread(batch)
 
-    def _process_pool(self) -> ProcessPoolExecutor | None:
+    def _use_processes(self) -> bool:
+        if self._procs or self._repo_root is None:
+            return bool(self._procs)
         if (
-            self._pool is None
-            and self._repo_root is not None
-            and (
-                self._dispatched_files >= PROCESS_MIN_FILES
-                or self._dispatched_bytes >= PROCESS_MIN_BYTES
-            )
+            self._dispatched_files < PROCESS_MIN_FILES
+            and self._dispatched_bytes < PROCESS_MIN_BYTES
         ):
-            setup = WorkerSetup(self.repo.key.master, self._repo_root)
-            self._pool = start_pool(setup, self._processes)
-        return self._pool
+            return False
+        setup = WorkerSetup(self.repo.key.master, self._repo_root)
+        try:
+            for _ in range(self._processes):
+                self._procs.append((Worker(setup), deque()))
+        except OSError:  # cannot start processes here: threads do it all
+            self._repo_root = None
+        return bool(self._procs)
 
-    def _dispatch(self, batch: _Batch, pool: ProcessPoolExecutor | None) -> None:
-        future: Future[list[FileOutcome]]
-        if pool is not None:
-            future = pool.submit(worker_batch, batch[0])
-        else:
-            future = self._threads.submit(write_batch, self.repo.key, self.repo.backend, batch[0])
+    def _send(self, batch: _Batch) -> None:
+        while True:
+            if not self._procs:  # every worker died
+                self._submit_to_thread(batch)
+                return
+            worker, queue = min(self._procs, key=lambda item: len(item[1]))
+            if len(queue) < PROCESS_QUEUE:
+                break
+            self._collect()
+        try:
+            worker.send(batch[0])
+        except WorkerDied:
+            self._worker_died(worker, queue)
+            self._submit_to_thread(batch)
+            return
+        queue.append(batch)
+
+    def _submit_to_thread(self, batch: _Batch) -> None:
+        future = self._threads.submit(write_batch, self.repo.key, self.repo.backend, batch[0])
         self._inflight[future] = batch
 
     def _collect(self) -> None:
         """Wait for at least one batch and account for every finished one (main thread)."""
-        done, _ = wait_futures(self._inflight, return_when=FIRST_COMPLETED)
+        busy = [(worker, queue) for worker, queue in self._procs if queue]
+        done = [future for future in self._inflight if future.done()]
+        if not done and not busy:
+            done = list(wait_futures(self._inflight, return_when=FIRST_COMPLETED)[0])
         for future in done:
             batch = self._inflight.pop(future)
-            try:
-                outcomes = future.result()
-            except BrokenProcessPool:
-                # a worker died (out of memory, killed): finish with threads
-                self._repo_root = None
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = None
-                for job in batch[0]:
-                    with contextlib.suppress(OSError):
-                        os.unlink(job[0])  # a half-written file of the dead worker
-                self._dispatch(batch, None)
-                continue
-            for job, node, outcome in zip(*batch, outcomes, strict=True):
-                self._account(job[0], node, outcome)
+            self._account_batch(batch, future.result())
+        if busy and not done:
+            ready = wait_connections([worker.conn for worker, _ in busy])
+            for worker, queue in busy:
+                if worker.conn in ready:
+                    self._receive(worker, queue)
+
+    def _receive(self, worker: Worker, queue: deque[_Batch]) -> None:
+        try:
+            outcomes = worker.receive()
+        except WorkerDied:
+            self._worker_died(worker, queue)
+            return
+        self._account_batch(queue.popleft(), outcomes)
+
+    def _worker_died(self, worker: Worker, queue: deque[_Batch]) -> None:
+        """A worker was killed (out of memory, by hand): threads redo its batches."""
+        self._procs = [item for item in self._procs if item[0] is not worker]
+        self._repo_root = None
+        worker.stop(kill=True)
+        while queue:
+            batch = queue.popleft()
+            for job in batch[0]:
+                with contextlib.suppress(OSError):
+                    os.unlink(job[0])  # maybe half written
+            self._submit_to_thread(batch)
+
+    def _account_batch(self, batch: _Batch, outcomes: list[FileOutcome]) -> None:
+        for job, node, outcome in zip(*batch, outcomes, strict=True):
+            self._account(job[0], node, outcome)
 
     def _account(self, path: bytes, node: Node, outcome: FileOutcome) -> None:
         status, written, messages = outcome

@@ -15,7 +15,7 @@ from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
 from roost.engine.pack import pack_key
 from roost.engine.repository import Repository
-from roost.engine.restore_batch import FileJob, FileOutcome, RangeReader
+from roost.engine.restore_batch import FileJob, FileOutcome, RangeReader, Worker, WorkerSetup
 from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
 from roost.storage.local import LocalBackend
@@ -55,20 +55,52 @@ def test_awkward_tree_through_worker_processes(
 ) -> None:
     monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", 3)
-    started: list[int] = []
-    real_start = restorer_mod.start_pool
+    started: list[Worker] = []
 
-    def start_pool(setup: Any, processes: int) -> Any:
-        started.append(processes)
-        return real_start(setup, processes)
+    class Counted(Worker):
+        def __init__(self, setup: WorkerSetup) -> None:
+            super().__init__(setup)
+            started.append(self)
 
-    monkeypatch.setattr(restorer_mod, "start_pool", start_pool)
+    monkeypatch.setattr(restorer_mod, "Worker", Counted)
     src = tmp_path / "src"
     make_awkward_tree(src)
     snap, _ = Archiver(repo).run([str(src)])
     target = tmp_path / "restore"
     assert Restorer(repo, snap, target, processes=2).run().warnings == []
-    assert started == [2]
+    assert len(started) == 2
+    assert all(worker.process.returncode == 0 for worker in started)
+    assert_trees_equal(src, target / src.relative_to("/"))
+
+
+def test_a_killed_worker_s_batches_are_redone(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restorer_mod, "BATCH_FILES", 7)
+
+    class Doomed(Worker):
+        def send(self, jobs: list[FileJob]) -> None:
+            super().send(jobs)
+            if self.pending == 2:
+                self.process.kill()  # dies with a batch or two unanswered
+
+    monkeypatch.setattr(restorer_mod, "Worker", Doomed)
+    deaths: list[Worker] = []
+    real_died = Restorer._worker_died
+
+    def died(self: Restorer, worker: Worker, queue: Any) -> None:
+        deaths.append(worker)
+        real_died(self, worker, queue)
+
+    monkeypatch.setattr(Restorer, "_worker_died", died)
+    src = tmp_path / "src"
+    _small_files(src, 120)
+    snap, _ = Archiver(repo).run([str(src)])
+    target = tmp_path / "restore"
+    summary = Restorer(repo, snap, target, processes=2).run()
+    assert len(deaths) == 2
+    assert summary.warnings == [] and summary.files == 120
     assert_trees_equal(src, target / src.relative_to("/"))
 
 
