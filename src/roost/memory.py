@@ -10,6 +10,7 @@ once; measured on an 845 MB tree, peak RSS went from 211 MB to 148 MB at the sam
 from __future__ import annotations
 
 import ctypes
+import gc
 import sys
 
 _M_MMAP_THRESHOLD = -3
@@ -26,3 +27,15 @@ def tune_allocator(mmap_threshold: int = 128 * 1024, arenas: int = 2) -> bool:
         return False
     ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
     return bool(libc.mallopt(_M_ARENA_MAX, arenas) == 1 and ok)
+
+
+def skip_exit_collection() -> None:
+    """Let the interpreter exit without a last garbage collection over every live object.
+
+    At exit Python collects garbage once more, traversing everything still alive: after a
+    backup that is the index of the repository (a few hundred thousand objects for 80,000
+    blobs) and took 50-150 ms of every run. Freezing moves those objects out of the
+    collector's sight. Python never promised finalizers for objects alive at exit, and Roost
+    closes its files and pools explicitly, so nothing that ran before is lost.
+    """
+    gc.freeze()
