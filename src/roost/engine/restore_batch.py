@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import os
 import pickle
 import signal
@@ -315,6 +316,7 @@ def run_worker(fd: str) -> None:
     from roost.storage.local import LocalBackend
 
     key, backend = Key(setup.master), LocalBackend(Path(setup.repo_root))
+    gc.freeze()  # what is alive now stays: the collector need not walk it for every batch
     try:
         while (jobs := conn.recv()) is not None:
             conn.send(("done", write_batch(key, backend, jobs)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import stat
 from collections import deque
@@ -157,6 +158,10 @@ class Restorer:
 
     def run(self) -> RestoreSummary:
         self._prepare_target()
+        _ = self.repo.index  # loaded now, so that the collector can leave it alone
+        # The cyclic collector walked every live object (the index: ~100k tuples) again and
+        # again while the walk allocated nodes: ~12 % of the main process's time.
+        gc.freeze()
         try:
             self._restore_tree(self.snapshot.tree, self.target, [], False)
             self._flush()
@@ -165,6 +170,7 @@ class Restorer:
             self._make_links()
         finally:
             self._shutdown()
+            gc.unfreeze()
         for path, node in reversed(self._dirs):
             self._apply(path, node)
         if self.includes and not self._matched:
