@@ -23,7 +23,7 @@ from roost import __version__
 from roost.cli import fastparams
 from roost.cli.context import GlobalOptions, JsonOption
 from roost.errors import RoostError
-from roost.memory import skip_exit_collection, tune_allocator
+from roost.memory import freeze_imported, skip_exit_collection, tune_allocator
 
 INTERRUPTED = 130
 
@@ -242,6 +242,7 @@ def _debug() -> bool:
 
 def main() -> NoReturn:
     tune_allocator()
+    freeze_imported()
     code = run()
     skip_exit_collection()
     sys.exit(code)

@@ -9,13 +9,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from roost.memory import skip_exit_collection
+from roost.memory import freeze_imported, skip_exit_collection
 
 
 def test_skip_exit_collection_freezes_the_live_objects() -> None:
     try:
         skip_exit_collection()
         assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_freeze_imported_leaves_later_garbage_collectable() -> None:
+    class Cycle:
+        pass
+
+    try:
+        freeze_imported()
+        frozen = gc.get_freeze_count()
+        made = Cycle()
+        made.me = made  # type: ignore[attr-defined]
+        del made
+        assert gc.collect() > 0  # garbage made after the freeze is still collected
+        assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
 
