@@ -344,9 +344,13 @@ class Walker:
             and self._same_as_parent(task, parent)
         ):
             task.node.subtree = parent.subtree  # identical entries: identical tree blob
-            return
-        nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
-        task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
+        else:
+            nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
+            task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
+        # slots point back at their task: without this, every directory's entries would wait
+        # for the cyclic garbage collector (which cost a quarter of a no-change backup's time)
+        task.children.clear()
+        task.parent = None
 
     def _same_as_parent(self, task: DirTask, parent: ParentDir) -> bool:
         """Whether every entry equals the parent's, without decoding reused entries."""
