@@ -1,7 +1,7 @@
-"""The data commands: backup and restore, with progress bars and summaries.
+"""The backup command, with its progress bar and summary (restore: restore_cmds.py).
 
-The engine modules a command needs are imported when it runs: ``roost`` imports this module
-for every command, and start-up time is part of every backup.
+The engine modules the backup needs are imported when it runs, and nothing of restore's: the
+start-up time of ``roost`` is part of every backup.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import typer
 
 from roost.cli import output
 from roost.cli.context import JsonOption, session
-from roost.cli.progress import BackupBar, RestoreBar, progress_bar
-from roost.engine.progress import BackupProgress, RestoreProgress
-from roost.engine.restorer import CONFLICT_POLICIES
+from roost.cli.progress import BackupBar, progress_bar
+from roost.engine.progress import BackupProgress
 from roost.errors import RoostError
 
 if TYPE_CHECKING:
     from roost.engine.archiver import BackupSummary
     from roost.engine.filters import ExcludeRules
     from roost.engine.repository import Repository
-    from roost.engine.restorer import RestoreSummary
     from roost.engine.scanner import Scanner
     from roost.engine.snapshot import Snapshot
 
@@ -46,7 +44,6 @@ class CompletedWithErrors(RoostError):
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=TESTING_KNOBS)(backup)
-    app.command()(restore)
 
 
 def backup(
@@ -163,74 +160,3 @@ def _print_backup(snap: Snapshot, summary: BackupSummary, duration: float) -> No
         f"{output.format_size(summary.bytes_total)}, stored "
         f"{output.format_size(summary.bytes_stored)} in {output.format_duration(duration)}"
     )
-
-
-def restore(
-    ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id prefix, or 'latest'.")],
-    target: Annotated[
-        Path, typer.Option("--target", "-t", metavar="DIR", help="Directory to restore into.")
-    ],
-    include: Annotated[
-        list[str] | None,
-        typer.Option(metavar="PATH", help="Restore only this path of the snapshot (repeatable)."),
-    ] = None,
-    conflict: Annotated[
-        str,
-        typer.Option(
-            metavar="|".join(CONFLICT_POLICIES),
-            help="What to do with a file that already exists in the target.",
-        ),
-    ] = "overwrite",
-    json_output: JsonOption = False,
-) -> None:
-    """Restore a snapshot (or some of its paths) into a directory."""
-    from roost.engine.restorer import Restorer
-
-    cli = session(ctx, json_output)
-    repo = cli.open()
-    snap = repo.find_snapshot(snapshot)
-    includes = include or []
-    started = time.monotonic()
-    with progress_bar(not cli.json) as bar:
-        progress = RestoreBar(bar) if bar else RestoreProgress()
-        restorer = Restorer(
-            repo, snap, os.fsencode(target), includes=includes, conflict=conflict, progress=progress
-        )
-        if bar:
-            from roost.engine.stats import selection_totals
-
-            progress.restore_started(*selection_totals(repo, snap, includes))
-        summary = restorer.run()
-    duration = time.monotonic() - started
-    if cli.json:
-        output.print_json(restore_json(snap, target, summary, duration))
-    else:
-        _print_restore(snap, target, summary, duration)
-
-
-def restore_json(
-    snap: Snapshot, target: Path, summary: RestoreSummary, duration: float
-) -> dict[str, Any]:
-    return {
-        "snapshot_id": snap.id,
-        "target": str(target.absolute()),
-        **asdict(summary),
-        "duration_seconds": round(duration, 3),
-    }
-
-
-def _print_restore(snap: Snapshot, target: Path, summary: RestoreSummary, duration: float) -> None:
-    for warning in summary.warnings:
-        output.warn(output.show_path(warning))
-    output.say(
-        f"restored snapshot {snap.short_id} to {output.show_path(str(target.absolute()))}: "
-        f"{summary.files} files, {summary.dirs} directories, {summary.other} other, "
-        f"{output.format_size(summary.bytes_written)} in {output.format_duration(duration)}",
-        "bold green",
-    )
-    if summary.skipped or summary.renamed:
-        output.say(
-            f"{summary.skipped} existing entries skipped, {summary.renamed} restored under a "
-            "new name"
-        )

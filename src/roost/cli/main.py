@@ -112,7 +112,7 @@ _COMMANDS: dict[str, str] = {
     "stats": "repo_cmds",
     "check": "repo_cmds",
     "backup": "backup_cmds",
-    "restore": "backup_cmds",
+    "restore": "restore_cmds",
     "forget": "forget_cmds",
     "prune": "forget_cmds",
     "benchmark": "benchmark",

@@ -7,13 +7,21 @@ import sys
 
 import typer
 
-from roost.cli import backup_cmds, benchmark, forget_cmds, key_cmds, main, repo_cmds
+from roost.cli import (
+    backup_cmds,
+    benchmark,
+    forget_cmds,
+    key_cmds,
+    main,
+    repo_cmds,
+    restore_cmds,
+)
 
 
 def test_command_table_matches_the_modules_registrations() -> None:
     eager = typer.Typer()
     owners: dict[str, str] = {}
-    for module in (repo_cmds, key_cmds, backup_cmds, forget_cmds, benchmark):
+    for module in (repo_cmds, key_cmds, backup_cmds, restore_cmds, forget_cmds, benchmark):
         before_commands = len(eager.registered_commands)
         before_groups = len(eager.registered_groups)
         module.register(eager)
@@ -54,3 +62,17 @@ def test_a_command_imports_only_its_module() -> None:
     assert "roost.cli.backup_cmds" in loaded
     for other in ("repo_cmds", "forget_cmds", "key_cmds", "benchmark", "agent_cmds", "ctl_app"):
         assert f"roost.cli.{other}'" not in loaded
+    assert "roost.cli.restore_cmds'" not in loaded
+
+
+def test_a_backup_does_not_import_the_restorer() -> None:
+    script = (
+        "import sys\n"
+        "from roost.cli.main import run\n"
+        "run(['backup', '--help'])\n"
+        "print('roost.engine.restorer' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "False"
