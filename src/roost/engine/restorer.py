@@ -183,8 +183,12 @@ class Restorer:
     def _shutdown(self) -> None:
         failed = self._busy()  # an error: do not wait for queued batches
         self._threads.shutdown(wait=True, cancel_futures=failed)
-        for worker, _ in self._procs:
+        for worker, queue in self._procs:
             worker.stop(kill=failed)
+            for jobs, _ in queue:  # killed mid-batch: no half-written file may stay
+                for job in jobs:
+                    with contextlib.suppress(OSError):
+                        os.unlink(job[0])
         self._procs = []
 
     def _prepare_target(self) -> None:

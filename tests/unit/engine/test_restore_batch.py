@@ -14,6 +14,7 @@ from roost.engine import restorer as restorer_mod
 from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
 from roost.engine.pack import pack_key
+from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import FileJob, FileOutcome, RangeReader, Worker, WorkerSetup
 from roost.engine.restorer import Restorer
@@ -175,3 +176,29 @@ def test_name_appearing_in_a_fresh_directory_follows_the_conflict_policy(
     assert restored.read_bytes() == (b"theirs" if kept else (src / "f0003.txt").read_bytes())
     assert summary.files == (9 if kept else 10)
     assert summary.skipped == (1 if kept else 0)
+
+
+def test_an_error_in_the_walk_stops_the_workers_and_leaves_no_unreported_file(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restorer_mod, "BATCH_FILES", 5)
+    src = tmp_path / "src"
+    _small_files(src, 100)
+    snap, _ = Archiver(repo).run([str(src)])
+    reported: list[bytes] = []
+
+    class Cancelling(RestoreProgress):
+        def file_done(self, path: bytes) -> None:
+            reported.append(path)
+            if len(reported) == 12:
+                raise KeyboardInterrupt  # as a cancelled job does, from a progress call
+
+    restorer = Restorer(repo, snap, tmp_path / "t", progress=Cancelling(), processes=2)
+    with pytest.raises(KeyboardInterrupt):
+        restorer.run()
+    left = sorted(os.fsencode(p) for p in (tmp_path / "t").rglob("f*.txt"))
+    assert set(reported) <= set(left)
+    for path in left:  # whatever is left is complete
+        name = os.path.basename(path).decode()
+        assert Path(os.fsdecode(path)).read_bytes() == (src / name).read_bytes()
