@@ -15,13 +15,19 @@ the sum). Two traps, and what is done about them:
   address space is then setsid's (about 1 MiB).
 * Concurrent worker processes would be reported one at a time by ``ru_maxrss``: a sampler
   thread adds up VmRSS of the tool and all its live descendants every 50 ms, and the peak RSS
-  is the larger of the two figures. None of the three tools forks workers today (restic is one
-  Go process, borg and Roost one Python process with threads), so the sampler only matters for
-  a future tool.
+  is the larger of the two figures (Roost's backup runs worker processes).
+
+A tool with a ``service`` (``roost-agent``: a server and an agent that run for the whole
+scenario) does its work in processes that are not the measured command: for those ("watched"
+processes), the CPU time of each tree is the difference of two ``/proc`` readings around the
+command, and its peak RSS is sampled like the command's. The step's CPU time is then the
+command's plus every watched tree's, its peak RSS that of the service's ``rss_label`` tree, and
+``parts`` has each one separately.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -29,13 +35,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentpath import ServiceError, high_water_rss, tree_cpu
 from datasets import Dataset, FileEntry
 from tools import Command, Paths, Tool, base_environment, restored_root
 
@@ -57,6 +64,9 @@ class Measurement:
     rss_tree_sampled_bytes: int
     stdout_tail: str
     stderr_tail: str
+    # with watched processes: "command" and each watched label -> user_seconds, sys_seconds,
+    # peak_rss_bytes (and high_water_rss_bytes: the process's VmHWM since it started)
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -64,17 +74,27 @@ class Measurement:
 
 
 class _TreeRssSampler(threading.Thread):
-    """Peak of the summed RSS of a process and its descendants, sampled from /proc."""
+    """Peak of the summed RSS of a process and its descendants, sampled from /proc
+    (and of each watched process's tree, separately)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, watched: Mapping[str, int] | None = None) -> None:
         super().__init__(daemon=True)
         self._pid = pid
+        self._watched = dict(watched or {})
         self._stop_event = threading.Event()
         self.peak = 0
+        self.peaks = dict.fromkeys(self._watched, 0)
+        self.lost: str | None = None  # a watched process that ended during the step
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.peak = max(self.peak, tree_rss(self._pid))
+            for label, pid in self._watched.items():
+                self.peaks[label] = max(self.peaks[label], tree_rss(pid))
+                if self.lost is None and not _running(pid):
+                    self.lost = label  # the command would wait for it forever: stop it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self._pid, signal.SIGTERM)
             self._stop_event.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
@@ -91,6 +111,15 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     return found
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _rss(pid: int) -> int:
@@ -148,8 +177,20 @@ def _stop(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) -> Measurement:
-    """Run one command to completion; stdout and stderr go to files under ``logs``."""
+def run_measured(
+    command: Command,
+    env: dict[str, str],
+    logs: Path,
+    label: str,
+    watched: Mapping[str, int] | None = None,
+    rss_label: str | None = None,
+) -> Measurement:
+    """Run one command to completion; stdout and stderr go to files under ``logs``.
+
+    ``watched``: label -> pid of long-running processes that work for the command (see the
+    module docstring); ``rss_label`` names the one whose tree's peak is the step's peak RSS.
+    """
+    watched = dict(watched or {})
     _become_subreaper()
     earlier = set(_own_children())  # e.g. a daemon some tool left behind, re-parented to us
     logs.mkdir(parents=True, exist_ok=True)
@@ -170,7 +211,10 @@ def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) 
         if len(tools) != 1:  # (listed even if it already exited: zombies stay children)
             raise RuntimeError(f"expected one re-parented child, found {tools}")
         pid = tools[0]
-        sampler = _TreeRssSampler(pid)
+        # read after the command started: its first requests are not missed (the watched
+        # processes are idle until it asks them for something)
+        cpu_before = {name: tree_cpu(watched_pid) for name, watched_pid in watched.items()}
+        sampler = _TreeRssSampler(pid, watched)
         sampler.start()
         try:
             _, status, usage = os.wait4(pid, 0)
@@ -180,18 +224,45 @@ def run_measured(command: Command, env: dict[str, str], logs: Path, label: str) 
         finally:
             sampler.stop()
         wall = time.perf_counter() - started
+    cpu_used = {
+        name: tree_cpu(watched_pid) - cpu_before[name] for name, watched_pid in watched.items()
+    }
     maxrss = usage.ru_maxrss * 1024  # KiB on Linux
+    peak = max(maxrss, sampler.peak)
+    parts: dict[str, dict[str, float]] = {}
+    if watched:
+        parts["command"] = {
+            "user_seconds": round(usage.ru_utime, 3),
+            "sys_seconds": round(usage.ru_stime, 3),
+            "peak_rss_bytes": peak,
+        }
+        for name, watched_pid in watched.items():
+            parts[name] = {
+                "user_seconds": cpu_used[name].user_seconds,
+                "sys_seconds": cpu_used[name].sys_seconds,
+                "peak_rss_bytes": sampler.peaks[name],
+                "high_water_rss_bytes": high_water_rss(watched_pid),
+            }
+    # the step's CPU time: the command's, plus every watched tree's
+    user = usage.ru_utime + sum(used.user_seconds for used in cpu_used.values())
+    system = usage.ru_stime + sum(used.sys_seconds for used in cpu_used.values())
     return Measurement(
         argv=command.argv,
         returncode=os.waitstatus_to_exitcode(status),
         wall_seconds=round(wall, 3),
-        user_seconds=round(usage.ru_utime, 3),
-        sys_seconds=round(usage.ru_stime, 3),
-        peak_rss_bytes=max(maxrss, sampler.peak),
+        user_seconds=round(user, 3),
+        sys_seconds=round(system, 3),
+        peak_rss_bytes=sampler.peaks.get(rss_label or "", peak),
         maxrss_wait4_bytes=maxrss,
         rss_tree_sampled_bytes=sampler.peak,
         stdout_tail=_tail(out_path),
-        stderr_tail=_tail(err_path),
+        stderr_tail=_tail(err_path)
+        + (
+            f"\n[benchmark] the {sampler.lost} process ended during the step"
+            if sampler.lost
+            else ""
+        ),
+        parts=parts,
     )
 
 
@@ -337,14 +408,17 @@ def run_scenario(
         path.mkdir(parents=True)
     env = {**base_environment(paths.home), **tool.environment(paths)}
     logs = folder / "logs"
+    watched: dict[str, int] = {}
+    rss_label: str | None = None
 
     def step(name: str, command: Command) -> bool:
         os.sync()  # flush earlier writes (dataset changes, previous step) outside the timing
-        measured = run_measured(command, env, logs, name)
+        measured = run_measured(command, env, logs, name, watched, rss_label)
         result.steps[name] = measured
         if measured.ok:
             log(
                 f"{tool.name:>6} {name:<16} {measured.wall_seconds:9.2f} s  "
+                f"{measured.user_seconds + measured.sys_seconds:8.2f} s CPU  "
                 f"{measured.peak_rss_bytes / 2**20:8.0f} MiB RSS"
             )
             return True
@@ -355,28 +429,56 @@ def run_scenario(
         )
         return False
 
+    service = getattr(tool, "service", None)
     try:
-        if not step("init", tool.init(paths)):
-            return result
-        if not step("full_backup", tool.backup(paths, dataset.root, 1)):
-            return result
-        result.repo_full = disk_usage(paths.repo)
-        if not step("nochange_backup", tool.backup(paths, dataset.root, 2)):
-            return result
-        with change():
-            if not step("change_backup", tool.backup(paths, dataset.root, 3)):
-                return result
-            result.repo_final = disk_usage(paths.repo)
-            result.client_cache = disk_usage(paths.home)
-            if not step("restore", tool.restore(paths, 3)):
-                return result
-            # the restored snapshot is the changed one: compare while the change is applied
-            result.restore_check = verify_restore(
-                entries, changed, dataset.root, restored_root(paths, dataset.root)
-            )
-        if result.restore_check:
-            result.failed = f"restore check: {result.restore_check}"
-            log(f"{tool.name:>6} restore check FAILED: {result.restore_check}")
+        with (
+            service(paths, env, folder, dataset.root) if service is not None else nullcontext()
+        ) as running:
+            if running is not None:
+                watched.update(running.watched())
+                rss_label = running.rss_label
+                log(f"{tool.name:>6} {'service':<16} started: {running.describe()} (untimed)")
+            _steps(result, tool, paths, dataset, entries, changed, change, step, log)
+        return result
+    except ServiceError as exc:  # the service did not start, or stopped working
+        if result.failed is None:
+            result.failed = f"service: {type(exc).__name__}: {exc}"
+            log(f"{tool.name:>6} FAILED: {result.failed}")
         return result
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _steps(
+    result: ToolRun,
+    tool: Tool,
+    paths: Paths,
+    dataset: Dataset,
+    entries: list[FileEntry],
+    changed: list[FileEntry],
+    change: Callable[[], AbstractContextManager[None]],
+    step: Callable[[str, Command], bool],
+    log: Callable[[str], None],
+) -> None:
+    """The five steps; a failed step ends the scenario (``result.failed`` says which)."""
+    if not step("init", tool.init(paths)):
+        return
+    if not step("full_backup", tool.backup(paths, dataset.root, 1)):
+        return
+    result.repo_full = disk_usage(paths.repo)
+    if not step("nochange_backup", tool.backup(paths, dataset.root, 2)):
+        return
+    with change():
+        if not step("change_backup", tool.backup(paths, dataset.root, 3)):
+            return
+        result.repo_final = disk_usage(paths.repo)
+        result.client_cache = disk_usage(paths.home)
+        if not step("restore", tool.restore(paths, 3)):
+            return
+        # the restored snapshot is the changed one: compare while the change is applied
+        result.restore_check = verify_restore(
+            entries, changed, dataset.root, restored_root(paths, dataset.root)
+        )
+    if result.restore_check:
+        result.failed = f"restore check: {result.restore_check}"
+        log(f"{tool.name:>6} restore check FAILED: {result.restore_check}")

@@ -28,6 +28,7 @@ class Figure:
     label: str
     show: Callable[[float], str]
     higher_is_better: bool = False
+    optional: bool = False  # a row only when some tool has the figure (roost-agent's parts)
 
 
 def _seconds(value: float) -> str:
@@ -50,7 +51,11 @@ FIGURES = [
     Figure("rss_backup_bytes", "peak RSS, backups (max of 3)", _mib),
     Figure("rss_restore_bytes", "peak RSS, restore", _mib),
     Figure("client_cache_bytes", "client-side cache/home size", _mib),
+    Figure("full_backup_cpu_agent_s", "full backup CPU, agent part", _seconds, optional=True),
+    Figure("full_backup_cpu_server_s", "full backup CPU, server part", _seconds, optional=True),
+    Figure("rss_server_bytes", "peak RSS, server (backups)", _mib, optional=True),
 ]
+AGENT = "roost-agent"
 BY_KEY = {figure.key: figure for figure in FIGURES}
 
 
@@ -79,6 +84,18 @@ def figures_of(run: ToolRun, dataset_bytes: int) -> dict[str, float]:
         out["rss_backup_bytes"] = max(backups)
     if "restore" in steps:
         out["rss_restore_bytes"] = steps["restore"].peak_rss_bytes
+    full_parts = steps["full_backup"].parts if "full_backup" in steps else {}
+    for part in ("agent", "server"):
+        if part in full_parts:
+            cpu = full_parts[part]["user_seconds"] + full_parts[part]["sys_seconds"]
+            out[f"full_backup_cpu_{part}_s"] = cpu
+    server_rss = [
+        steps[name].parts["server"]["peak_rss_bytes"]
+        for name in ("full_backup", "nochange_backup", "change_backup")
+        if name in steps and "server" in steps[name].parts
+    ]
+    if server_rss:
+        out["rss_server_bytes"] = max(server_rss)
     if run.repo_full:
         out["repo_full_bytes"] = run.repo_full.disk_bytes
     if run.repo_final:
@@ -125,9 +142,11 @@ class Target:
     datasets: tuple[str, ...] | None  # None: every dataset
     key: str  # a figure key, or "completed"
     text: str
-    max_ratio: float | None = None  # roost <= max_ratio x restic (time, size, RSS)
-    min_ratio: float | None = None  # roost >= min_ratio x restic (throughput)
-    max_value: float | None = None  # roost < max_value (absolute)
+    max_ratio: float | None = None  # tool <= max_ratio x baseline (time, size, RSS)
+    min_ratio: float | None = None  # tool >= min_ratio x baseline (throughput)
+    max_value: float | None = None  # tool < max_value (absolute)
+    tool: str = "roost"
+    baseline: str = "restic"
 
 
 TARGETS = [
@@ -142,16 +161,28 @@ TARGETS = [
     Target(("small",), "rss_restore_bytes", "< 1 GB", max_value=GB),
     Target(("small",), "nochange_backup_s", "<= 0.5 x restic", max_ratio=0.5),
     Target(("large",), "full_backup_mib_s", ">= restic", min_ratio=1.0),
+    # issue #4: agent -> server -> storage on loopback within 1.3 x the standalone CLI
+    Target(
+        None, "full_backup_s", "agent <= 1.3 x roost", max_ratio=1.3, tool=AGENT, baseline="roost"
+    ),
 ]
 
 
 def check_targets(
-    dataset: str, values: dict[str, dict[str, float]], done: dict[str, tuple[int, int]]
+    dataset: str,
+    values: dict[str, dict[str, float]],
+    done: dict[str, tuple[int, int]],
+    tools: list[str] | None = None,
 ) -> dict[str, list[str]]:
-    """figure key -> ["<target> PASS|FAIL|n/a", ...] for this dataset."""
+    """figure key -> ["<target> PASS|FAIL|n/a", ...] for this dataset.
+
+    With ``tools`` (the tools that were run), a target of a tool that was not run is left out.
+    """
     out: dict[str, list[str]] = {}
     for target in TARGETS:
         if target.datasets is not None and dataset not in target.datasets:
+            continue
+        if tools is not None and target.tool not in tools:
             continue
         out.setdefault(target.key, []).append(f"{target.text}: {_verdict(target, values, done)}")
     return out
@@ -161,17 +192,17 @@ def _verdict(
     target: Target, values: dict[str, dict[str, float]], done: dict[str, tuple[int, int]]
 ) -> str:
     if target.key == "completed":
-        ok, total = done.get("roost", (0, 0))
+        ok, total = done.get(target.tool, (0, 0))
         return "PASS" if total and ok == total else "FAIL"
-    roost = values.get(target.key, {}).get("roost")
-    if roost is None:
-        return "FAIL (roost did not finish)"
+    value = values.get(target.key, {}).get(target.tool)
+    if value is None:
+        return f"FAIL ({target.tool} did not finish)"
     if target.max_value is not None:
-        return "PASS" if roost < target.max_value else "FAIL"
-    restic = values.get(target.key, {}).get("restic")
-    if not restic:
-        return "n/a (no restic figure)"
-    ratio = roost / restic
+        return "PASS" if value < target.max_value else "FAIL"
+    baseline = values.get(target.key, {}).get(target.baseline)
+    if not baseline:
+        return f"n/a (no {target.baseline} figure)"
+    ratio = value / baseline
     if target.max_ratio is not None:
         return "PASS" if ratio <= target.max_ratio else "FAIL"
     assert target.min_ratio is not None
@@ -235,21 +266,21 @@ def table(meta: dict[str, Any], runs: list[ToolRun], sizes: dict[str, int]) -> s
     done = completed(runs)
     tools = list(meta["tools"])
     head = ["dataset", "figure (median)", *tools]
-    for other in ("restic", "borg"):
-        if "roost" in tools and other in tools:
-            head.append(f"roost/{other}")
+    pairs = ratio_columns(tools)
+    head += [f"{tool}/{other}" for tool, other in pairs]
     head.append("target")
     rows: list[list[str]] = []
     for dataset in meta["datasets"]:
         per_figure = values.get(dataset, {})
-        checks = check_targets(dataset, per_figure, done.get(dataset, {}))
+        checks = check_targets(dataset, per_figure, done.get(dataset, {}), tools)
         for figure in FIGURES:
             per_tool = per_figure.get(figure.key, {})
+            if figure.optional and not per_tool:
+                continue
             row = [dataset, figure.label]
             row += [figure.show(per_tool[tool]) if tool in per_tool else "-" for tool in tools]
-            for other in ("restic", "borg"):
-                if "roost" in tools and other in tools:
-                    row.append(_ratio(per_tool.get("roost"), per_tool.get(other)))
+            for tool, other in pairs:
+                row.append(_ratio(per_tool.get(tool), per_tool.get(other)))
             row.append("; ".join(checks.get(figure.key, [])))
             rows.append(row)
         counts = done.get(dataset, {})
@@ -259,6 +290,17 @@ def table(meta: dict[str, Any], runs: list[ToolRun], sizes: dict[str, int]) -> s
         row.append("; ".join(checks.get("completed", [])))
         rows.append(row)
     return _render(head, rows)
+
+
+def ratio_columns(tools: list[str]) -> list[tuple[str, str]]:
+    """(tool, baseline) pairs shown as ratio columns: roost against restic and borg, and the
+    agent path against the standalone roost CLI."""
+    pairs: list[tuple[str, str]] = [
+        ("roost", other) for other in ("restic", "borg") if "roost" in tools and other in tools
+    ]
+    if AGENT in tools and "roost" in tools:
+        pairs.append((AGENT, "roost"))
+    return pairs
 
 
 def _ratio(roost: float | None, other: float | None) -> str:
@@ -289,7 +331,7 @@ def results_json(
     targets = []
     for dataset in meta["datasets"]:
         for key, verdicts in check_targets(
-            dataset, values.get(dataset, {}), done.get(dataset, {})
+            dataset, values.get(dataset, {}), done.get(dataset, {}), list(meta["tools"])
         ).items():
             targets += [
                 {"dataset": dataset, "figure": key, "check": verdict} for verdict in verdicts

@@ -14,6 +14,7 @@ import argparse
 import fcntl
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -199,7 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # `kill` and `timeout` stop the benchmark like Ctrl-C: the measured tool, and the server
+    # and agent of roost-agent (they run in their own sessions), are stopped on the way out
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.exit(main())
     except KeyboardInterrupt:

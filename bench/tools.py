@@ -12,9 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import agentpath
 
 PASSWORD = "roost-bench-password"  # benchmark repositories only, deleted after each run
 APT_PACKAGES = {"restic": "restic", "borg": "borgbackup"}
@@ -58,6 +62,10 @@ class Tool(Protocol):
 
     def restore(self, paths: Paths, number: int) -> Command:
         """Restore backup ``number`` (the latest) into ``paths.restore`` (which exists)."""
+
+    # Optional (see RoostAgent): ``service(paths, env, folder, source)``, a context manager
+    # entered (untimed) before ``init`` and left after the restore, whose ``watched()``
+    # processes are measured with every step (CPU time, peak RSS; see measure.run_measured).
 
 
 def restored_root(paths: Paths, source: Path) -> Path:
@@ -179,7 +187,47 @@ class Borg:
         return Command(["borg", "extract", f"{paths.repo}::b{number}"], cwd=paths.restore)
 
 
-TOOLS: dict[str, Tool] = {tool.name: tool for tool in (Roost(), Restic(), Borg())}
+@dataclass
+class RoostAgent(Roost):
+    """The managed path: agent -> server's data API -> storage, on loopback HTTPS.
+
+    ``service`` starts (untimed) a real ``roost server`` whose storage directory is
+    ``paths.repo`` and a real ``roost agent`` enrolled to it (see agentpath.py); each timed
+    step is ``agentctl.py``: request the job from the server, wait until it is over.
+    """
+
+    name: str = "roost-agent"
+    compression: str = "zstd level 3 (the same engine as roost, run by the agent)"
+
+    def environment(self, paths: Paths) -> dict[str, str]:
+        return {}
+
+    def _ctl(self, paths: Paths, *args: str) -> Command:
+        script = Path(__file__).resolve().parent / "agentctl.py"
+        return Command([sys.executable, str(script), str(self._state(paths)), *args])
+
+    @staticmethod
+    def _state(paths: Paths) -> Path:
+        return paths.home / agentpath.STATE_NAME
+
+    def init(self, paths: Paths) -> Command:
+        return self._ctl(paths, "status")  # the repository exists: the server created it
+
+    def backup(self, paths: Paths, source: Path, number: int) -> Command:
+        return self._ctl(paths, "backup")
+
+    def restore(self, paths: Paths, number: int) -> Command:
+        return self._ctl(paths, "restore", "--target", str(paths.restore))
+
+    @contextmanager
+    def service(
+        self, paths: Paths, env: dict[str, str], folder: Path, source: Path
+    ) -> Iterator[agentpath.AgentService]:
+        with agentpath.agent_service(self._exe(), folder, paths.repo, env, source) as running:
+            yield running
+
+
+TOOLS: dict[str, Tool] = {tool.name: tool for tool in (Roost(), Restic(), Borg(), RoostAgent())}
 
 
 def base_environment(home: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ import httpx
 
 from roost.agent.api import describe_transport_error, error_detail
 from roost.agent.throttle import CHUNK, RateLimiter
+from roost.agent.write_behind import WriteBehindBackend
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend, ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
@@ -178,7 +179,8 @@ def remote_storage(
     retry_sleep: Callable[[float], None] = time.sleep,
     on_send: Callable[[int], None] | None = None,
 ) -> Backend:
-    """The backend a job uses: the data API, rate limited if asked, retried on failures."""
+    """The backend a job uses: the data API, rate limited if asked, retried on failures,
+    packs uploaded in the background (see write_behind.py)."""
     limiter = RateLimiter(bandwidth_limit) if bandwidth_limit else None
     inner = RemoteBackend(client, base_url, limiter=limiter, on_send=on_send)
-    return RetryingBackend(inner, attempts=retry_attempts, sleep=retry_sleep)
+    return WriteBehindBackend(RetryingBackend(inner, attempts=retry_attempts, sleep=retry_sleep))

@@ -32,6 +32,7 @@ from tests.unit.agent.fake_server import BASE, FakeServer, detail
 
 from roost.agent.remote_storage import RemoteBackend, remote_storage
 from roost.agent.throttle import RateLimiter
+from roost.agent.write_behind import WriteBehindBackend
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend
 
@@ -147,7 +148,9 @@ def test_remote_storage_retries_transient_failures(server: FakeServer) -> None:
     server.before = lambda request: next(failures, None)
     sleeps: list[float] = []
     backend = remote_storage(server.client(), BASE, retry_sleep=sleeps.append)
+    assert isinstance(backend, WriteBehindBackend)
     backend.put("data/ab/ab01", b"payload")
+    backend.drain()  # packs go up in the background
     assert server.storage.get("data/ab/ab01") == b"payload"
     assert len(sleeps) == 2
     assert [m for m, _ in server.requests] == ["PUT", "PUT", "PUT"]
@@ -217,9 +220,12 @@ def test_abort_passes_through_the_retrying_wrapper(server: FakeServer) -> None:
 
     sleeps: list[float] = []
     backend = remote_storage(server.client(), BASE, on_send=stop, retry_sleep=sleeps.append)
+    backend.put("data/ab/x", b"z")  # a pack: it goes up in the background...
     with pytest.raises(Stop):
-        backend.put("data/ab/x", b"z")
+        backend.put("index/x", b"z")  # ...and its failure stops the next index
     assert sleeps == []  # a cancel is not a storage failure: no retry
+    with pytest.raises(Stop):
+        backend.put("snapshots/x", b"z")  # nor is anything written after it
 
 
 def test_empty_object_with_hooks(server: FakeServer) -> None:
