@@ -165,13 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for number in range(1, args.runs + 1):
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
-                total, seconds = measure.warm_up(entries, dataset.root)
-                log(
-                    f"run {number}/{args.runs} on {name}: warm-up read of "
-                    f"{total / 1e9:.2f} GB in {seconds:.1f} s (untimed)"
-                )
                 shift = (number - 1) % len(tools)  # rotate the order between runs
                 for tool in tools[shift:] + tools[:shift]:
+                    # before every tool, not once per run: the previous tool's restore wrote
+                    # the whole dataset again, and a tool that followed borg's restore measured
+                    # up to 2x slower on a partly evicted page cache
+                    total, seconds = measure.warm_up(entries, dataset.root)
+                    log(
+                        f"run {number}/{args.runs} on {name}, {tool.name}: warm-up read of "
+                        f"{total / 1e9:.2f} GB in {seconds:.1f} s (untimed)"
+                    )
                     results.append(
                         measure.run_scenario(
                             tool,

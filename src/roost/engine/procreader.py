@@ -33,29 +33,19 @@ processes.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import pickle
-import signal
-import socket
 import stat
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from roost.engine import compress, fsmeta
+from roost.engine import compress, fsmeta, workerproc
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import Key, MasterKey
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
 from roost.engine.tree import Node
 from roost.errors import RoostError
-from roost.memory import tune_allocator
 
 _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
@@ -217,28 +207,6 @@ class BatchScanner:
         return FileResult(outcome, node if stored else None, problem, sum(counted))
 
 
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive its backup (killed agent, SIGKILLed `roost backup`).
-
-    It also stops at end of file on its pipe; this covers a parent killed mid-batch.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            if ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
-                if os.getppid() != parent:  # the parent died before prctl took effect
-                    os._exit(1)
-                return
-        except (OSError, AttributeError):
-            pass
-
-    def watch() -> None:  # other platforms: poll
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="roost-parent-watch").start()
-
-
 def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
     """One request to a scanner and its answer (the protocol of :func:`worker_main`)."""
     if message[0] == "scan":
@@ -252,76 +220,36 @@ def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
     raise ValueError(f"unknown request {message[0]!r}")
 
 
-def worker_main(conn: Connection, setup: WorkerSetup, parent: int) -> None:
-    """A worker process: answer ``scan`` and ``seal`` requests until ``stop`` or EOF."""
-    _die_with_parent(parent)
+def run_worker(fd: str) -> None:
+    """The worker process: answer ``scan`` and ``seal`` requests until ``stop`` or EOF."""
+    conn, setup = workerproc.connect(fd)
     scanner = BatchScanner(setup)
     try:
         while (message := conn.recv())[0] != "stop":
             conn.send(handle(scanner, message))
     except EOFError:
         return
-    except BaseException as exc:  # report it: the backup must fail with the real cause
-        with contextlib.suppress(Exception):
-            conn.send(("failed", _portable(exc)))
-
-
-def _portable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
-
-
-# Started as a plain interpreter (not multiprocessing's spawn, which re-imports the whole
-# command line in every worker and starts a resource-tracker process): ~20 MB less per
-# worker. -P keeps the current directory, which may be the tree being backed up, off sys.path.
-_WORKER_COMMAND = (
-    "import sys; from roost.engine.procreader import run_worker; run_worker(sys.argv[1])"
-)
+    except BaseException as exc:  # the backup must fail with the real cause
+        workerproc.report_failure(conn, exc)
 
 
 class WorkerProcess:
-    """A running worker: its process and the main process's end of its socket."""
+    """A running scan worker: its process and the main process's end of its socket."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, setup: WorkerSetup, name: str) -> None:
         self.name = name
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-c", _WORKER_COMMAND, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        self.conn = Connection(ours.detach())
+        self.process, self.conn = workerproc.spawn(__name__, setup)
 
     @property
     def exitcode(self) -> int | None:
         return self.process.poll()
 
     def stop(self, timeout: float = 10.0) -> None:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.conn.close()
+        workerproc.stop(self.process, self.conn, timeout)
 
 
 def start_worker(setup: WorkerSetup, name: str) -> WorkerProcess:
-    """Start a worker; the key material goes over its socket, never argv or environment."""
-    worker = WorkerProcess(name)
-    worker.conn.send((setup, os.getpid()))
-    return worker
-
-
-def run_worker(fd: str) -> None:
-    """The worker process's entry point (see _WORKER_COMMAND)."""
-    tune_allocator()  # as the main process: big buffers go back to the OS when freed
-    conn = Connection(int(fd))
-    setup, parent = conn.recv()
-    worker_main(conn, setup, parent)
+    return WorkerProcess(setup, name)
 
 
 def default_processes() -> int:
@@ -358,5 +286,4 @@ __all__ = [
     "run_worker",
     "start_worker",
     "stat_key",
-    "worker_main",
 ]

@@ -29,28 +29,18 @@ in the order it got them and dies with its parent.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import gc
 import os
-import pickle
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
-from roost.engine import compress
+from roost.engine import compress, workerproc
 from roost.engine.crypto import Key, MasterKey
 from roost.engine.fsmeta import _warning as meta_warning
 from roost.engine.pack import BLOB_TYPES, blob_aad
 from roost.errors import CorruptObject, RoostError, StorageError
-from roost.memory import tune_allocator
 
 MAX_READ = 8 * 1024 * 1024  # one coalesced pack read
 MAX_GAP = 64 * 1024  # bytes of unrelated blobs worth reading through rather than seeking
@@ -282,37 +272,10 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 # -- worker processes ------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive its restore (killed agent, SIGKILLed `roost restore`).
-
-    It also stops at end of file on its socket; this covers a parent killed mid-batch.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            if ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
-                if os.getppid() != parent:  # the parent died before prctl took effect
-                    os._exit(1)
-                return
-        except (OSError, AttributeError):
-            pass
-
-    def watch() -> None:  # other platforms: poll
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="roost-parent-watch").start()
-
 
 def run_worker(fd: str) -> None:
     """The worker process: write each batch it receives and answer with its outcomes."""
-    tune_allocator()
-    conn = Connection(int(fd))
-    setup, parent = conn.recv()
-    _die_with_parent(parent)
+    conn, setup = workerproc.connect(fd)
     from roost.storage.local import LocalBackend
 
     key, backend = Key(setup.master), LocalBackend(Path(setup.repo_root))
@@ -322,43 +285,19 @@ def run_worker(fd: str) -> None:
             conn.send(("done", write_batch(key, backend, jobs)))
     except EOFError:
         return
-    except BaseException as exc:  # report it: the restore must fail with the real cause
-        with contextlib.suppress(Exception):
-            conn.send(("failed", _portable(exc)))
-
-
-def _portable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
+    except BaseException as exc:  # the restore must fail with the real cause
+        workerproc.report_failure(conn, exc)
 
 
 class WorkerDied(Exception):
     """A worker process ended without answering (killed, out of memory)."""
 
 
-# A plain interpreter, not multiprocessing's spawn (which re-imports the command line in
-# every worker and starts a resource tracker). -P keeps the current directory off sys.path.
-_WORKER_COMMAND = (
-    "import sys; from roost.engine.restore_batch import run_worker; run_worker(sys.argv[1])"
-)
-
-
 class Worker:
     """A worker process and the main process's end of its socket; answers come in order."""
 
     def __init__(self, setup: WorkerSetup) -> None:
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-c", _WORKER_COMMAND, str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-            )
-        self.conn = Connection(ours.detach())
-        self.conn.send((setup, os.getpid()))  # the key goes over the socket, not argv
+        self.process, self.conn = workerproc.spawn(__name__, setup)
         self.pending = 0
 
     def send(self, jobs: list[FileJob]) -> None:
@@ -386,12 +325,7 @@ class Worker:
                 self.process.kill()
             else:
                 self.conn.send(None)
-        try:
-            self.process.wait(10.0)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.conn.close()
+        workerproc.stop(self.process, self.conn)
 
 
 def default_processes() -> int:
