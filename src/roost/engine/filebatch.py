@@ -114,9 +114,12 @@ class _ProcessWorker:
         how = "was killed" if code is not None and code < 0 else f"exited with status {code}"
         return BackupWorkerError(f"a backup worker process stopped: it {how}")
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
+    def request_stop(self) -> None:
+        with contextlib.suppress(OSError, BackupWorkerError):  # a dead worker is stopped
             self.send(("stop",))
+
+    def close(self) -> None:
+        self.request_stop()
         self._worker.stop()
         self._reader.join(10)
 
@@ -165,7 +168,7 @@ class FileBatches:
         self._threads = threads
         self._saver = saver
         self._apply = apply
-        self._workers: list[_Worker] = []
+        self._workers: list[_ProcessWorker] = []
         self._inline: _InlineWorker | None = None
         self._batch: list[Slot] = []
         self._limit = max(1, processes) * 2  # batches in flight
@@ -177,6 +180,8 @@ class FileBatches:
         self.failure: BaseException | None = None
 
     def close(self) -> None:
+        for worker in self._workers:  # all at once: each takes a moment to exit
+            worker.request_stop()
         for worker in self._workers:
             worker.close()
         self._workers = []
