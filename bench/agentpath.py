@@ -90,7 +90,8 @@ class CpuReading:
 # --- /proc --------------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The pids of a process's live children (all its threads'), from /proc."""
     found: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -113,7 +114,7 @@ def tree_cpu(pid: int) -> CpuReading:
         except (OSError, ValueError, IndexError):
             continue
         user, system = user + ticks[0], system + ticks[1]
-        stack.extend(_children(current))
+        stack.extend(children(current))
     return CpuReading(user / _CLOCK_TICKS, system / _CLOCK_TICKS)
 
 

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentpath import ServiceError, high_water_rss, tree_cpu
+from agentpath import ServiceError, children, high_water_rss, tree_cpu
 from datasets import Dataset, FileEntry
 from tools import Command, Paths, Tool, base_environment, restored_root
 
@@ -102,17 +102,6 @@ class _TreeRssSampler(threading.Thread):
         self.join()
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found.extend(int(child) for child in handle.read().split())
-    except OSError:
-        pass
-    return found
-
-
 def _running(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -138,7 +127,7 @@ def tree_rss(pid: int) -> int:
     while stack:
         current = stack.pop()
         total += _rss(current)
-        stack.extend(_children(current))
+        stack.extend(children(current))
     return total
 
 
@@ -156,7 +145,7 @@ def _become_subreaper() -> None:
 
 
 def _own_children() -> list[int]:
-    return _children(os.getpid())
+    return children(os.getpid())
 
 
 def _stop(pid: int) -> None:
