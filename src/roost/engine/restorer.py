@@ -7,7 +7,7 @@ Safety rules, because a snapshot is input we do not trust blindly:
 - every chunk is verified against its keyed id as it is read.
 
 Order: directories are created first (by the walking thread), regular files written in
-batches by threads or worker processes (:mod:`roost.engine.restore_batch`), and directory
+batches by threads or worker processes (restore_dispatch.py, restore_batch.py), and directory
 metadata applied last, deepest first, because writing into a directory changes its mtime.
 
 A directory this restore created itself ("fresh") cannot hold anything of the user's, so its
@@ -22,12 +22,8 @@ import errno
 import gc
 import os
 import stat
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.connection import wait as wait_connections
 
 from roost.engine import fsmeta
 from roost.engine.pack import pack_key
@@ -44,25 +40,14 @@ from roost.engine.restore_batch import (
     ExtentWriter,
     FileJob,
     FileOutcome,
-    Worker,
-    WorkerDied,
-    WorkerSetup,
     default_processes,
-    write_batch,
 )
+from roost.engine.restore_dispatch import Batch, BatchDispatcher
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import DIR, FILE, SOCKET, SYMLINK, Node
 from roost.errors import RestoreTargetError, RoostError, UsageError
-from roost.storage.base import Backend
-from roost.storage.local import LocalBackend
-from roost.storage.retry import RetryingBackend
 
 CONFLICT_POLICIES = ("overwrite", "skip", "rename", "if-newer")
-
-# Worker processes cost ~0.1 s to start: a restore uses them once it has this much to do.
-PROCESS_MIN_FILES = 2000
-PROCESS_MIN_BYTES = 64 * 1024 * 1024
-PROCESS_QUEUE = 3  # batches sent to one worker and not yet answered
 
 
 @dataclass
@@ -82,16 +67,6 @@ def _split(path: str) -> list[bytes]:
 
 def _safe_name(name: bytes) -> bool:
     return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
-
-
-def _local_root(backend: Backend) -> str | None:
-    """The directory of a plain local repository (worker processes read it themselves)."""
-    while isinstance(backend, RetryingBackend):
-        backend = backend.inner
-    return str(backend.root) if type(backend) is LocalBackend else None
-
-
-_Batch = tuple[list[FileJob], list[Node]]
 
 
 class Restorer:
@@ -119,18 +94,11 @@ class Restorer:
         self.progress = progress or RestoreProgress()
         self.summary = RestoreSummary()
         self._links: dict[tuple[int, int], bytes] = {}
-        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-restore")
-        self._workers = workers
-        self._processes = default_processes() if processes is None else processes
-        self._repo_root = _local_root(repo.backend) if self._processes > 0 else None
-        # bounded: a million small files must not become a million queued work items
-        self._inflight: dict[Future[list[FileOutcome]], _Batch] = {}  # in threads
-        self._procs: list[tuple[Worker, deque[_Batch]]] = []  # sent to worker processes
+        procs = default_processes() if processes is None else processes
+        self._batches = BatchDispatcher(repo, workers, procs, self._account_batch)
         self._jobs: list[FileJob] = []
         self._nodes: list[Node] = []
         self._batch_bytes = 0
-        self._dispatched_files = 0
-        self._dispatched_bytes = 0
         self._pack_keys: dict[bytes, str] = {}
         self._owner = hasattr(os, "geteuid") and os.geteuid() == 0
         self._dirs: list[tuple[bytes, Node]] = []
@@ -167,11 +135,11 @@ class Restorer:
         try:
             self._restore_tree(self.snapshot.tree, self.target, [], False)
             self._flush()
-            while self._busy():
-                self._collect()
+            while self._batches.busy():
+                self._batches.collect()
             self._make_links()
         finally:
-            self._shutdown()
+            self._batches.shutdown()
             if thaw:
                 gc.unfreeze()
         for path, node in reversed(self._dirs):
@@ -179,20 +147,6 @@ class Restorer:
         if self.includes and not self._matched:
             raise UsageError("no path in the snapshot matches the given --include paths")
         return self.summary
-
-    def _busy(self) -> bool:
-        return bool(self._inflight) or any(queue for _, queue in self._procs)
-
-    def _shutdown(self) -> None:
-        failed = self._busy()  # an error: do not wait for queued batches
-        self._threads.shutdown(wait=True, cancel_futures=failed)
-        for worker, queue in self._procs:
-            worker.stop(kill=failed)
-            for jobs, _ in queue:  # killed mid-batch: no half-written file may stay
-                for job in jobs:
-                    with contextlib.suppress(OSError):
-                        os.unlink(job[0])
-        self._procs = []
 
     def _prepare_target(self) -> None:
         try:
@@ -369,88 +323,9 @@ class Restorer:
             return
         batch = (self._jobs, self._nodes)
         self._jobs, self._nodes, self._batch_bytes = [], [], 0
-        self._dispatched_files += len(batch[0])
-        self._dispatched_bytes += sum(job[1] for job in batch[0])
-        if self._use_processes():
-            self._send(batch)
-            return
-        while len(self._inflight) >= 4 * self._workers:
-            self._collect()
-        self._submit_to_thread(batch)
+        self._batches.dispatch(batch)
 
-    def _use_processes(self) -> bool:
-        if self._procs or self._repo_root is None:
-            return bool(self._procs)
-        if (
-            self._dispatched_files < PROCESS_MIN_FILES
-            and self._dispatched_bytes < PROCESS_MIN_BYTES
-        ):
-            return False
-        setup = WorkerSetup(self.repo.key.master, self._repo_root)
-        try:
-            for _ in range(self._processes):
-                self._procs.append((Worker(setup), deque()))
-        except OSError:  # cannot start processes here: threads do it all
-            self._repo_root = None
-        return bool(self._procs)
-
-    def _send(self, batch: _Batch) -> None:
-        while True:
-            if not self._procs:  # every worker died
-                self._submit_to_thread(batch)
-                return
-            worker, queue = min(self._procs, key=lambda item: len(item[1]))
-            if len(queue) < PROCESS_QUEUE:
-                break
-            self._collect()
-        try:
-            worker.send(batch[0])
-        except WorkerDied:
-            self._worker_died(worker, queue)
-            self._submit_to_thread(batch)
-            return
-        queue.append(batch)
-
-    def _submit_to_thread(self, batch: _Batch) -> None:
-        future = self._threads.submit(write_batch, self.repo.key, self.repo.backend, batch[0])
-        self._inflight[future] = batch
-
-    def _collect(self) -> None:
-        """Wait for at least one batch and account for every finished one (main thread)."""
-        busy = [(worker, queue) for worker, queue in self._procs if queue]
-        done = [future for future in self._inflight if future.done()]
-        if not done and not busy:
-            done = list(wait_futures(self._inflight, return_when=FIRST_COMPLETED)[0])
-        for future in done:
-            batch = self._inflight.pop(future)
-            self._account_batch(batch, future.result())
-        if busy and not done:
-            ready = wait_connections([worker.conn for worker, _ in busy])
-            for worker, queue in busy:
-                if worker.conn in ready:
-                    self._receive(worker, queue)
-
-    def _receive(self, worker: Worker, queue: deque[_Batch]) -> None:
-        try:
-            outcomes = worker.receive()
-        except WorkerDied:
-            self._worker_died(worker, queue)
-            return
-        self._account_batch(queue.popleft(), outcomes)
-
-    def _worker_died(self, worker: Worker, queue: deque[_Batch]) -> None:
-        """A worker was killed (out of memory, by hand): threads redo its batches."""
-        self._procs = [item for item in self._procs if item[0] is not worker]
-        self._repo_root = None
-        worker.stop(kill=True)
-        while queue:
-            batch = queue.popleft()
-            for job in batch[0]:
-                with contextlib.suppress(OSError):
-                    os.unlink(job[0])  # maybe half written
-            self._submit_to_thread(batch)
-
-    def _account_batch(self, batch: _Batch, outcomes: list[FileOutcome]) -> None:
+    def _account_batch(self, batch: Batch, outcomes: list[FileOutcome]) -> None:
         for job, node, outcome in zip(*batch, outcomes, strict=True):
             self._account(job[0], node, outcome)
 

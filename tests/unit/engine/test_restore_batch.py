@@ -10,6 +10,7 @@ import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
+from roost.engine import restore_dispatch
 from roost.engine import restorer as restorer_mod
 from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
@@ -17,6 +18,7 @@ from roost.engine.pack import pack_key
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import FileJob, FileOutcome, RangeReader, Worker, WorkerSetup
+from roost.engine.restore_dispatch import BatchDispatcher
 from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
 from roost.storage.local import LocalBackend
@@ -54,7 +56,7 @@ class CountingReads(LocalBackend):
 def test_awkward_tree_through_worker_processes(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", 3)
     started: list[Worker] = []
 
@@ -63,7 +65,7 @@ def test_awkward_tree_through_worker_processes(
             super().__init__(setup)
             started.append(self)
 
-    monkeypatch.setattr(restorer_mod, "Worker", Counted)
+    monkeypatch.setattr(restore_dispatch, "Worker", Counted)
     src = tmp_path / "src"
     make_awkward_tree(src)
     snap, _ = Archiver(repo).run([str(src)])
@@ -77,7 +79,7 @@ def test_awkward_tree_through_worker_processes(
 def test_a_killed_worker_s_batches_are_redone(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", 7)
 
     class Doomed(Worker):
@@ -86,15 +88,15 @@ def test_a_killed_worker_s_batches_are_redone(
             if self.pending == 2:
                 self.process.kill()  # dies with a batch or two unanswered
 
-    monkeypatch.setattr(restorer_mod, "Worker", Doomed)
+    monkeypatch.setattr(restore_dispatch, "Worker", Doomed)
     deaths: list[Worker] = []
-    real_died = Restorer._worker_died
+    real_died = BatchDispatcher._worker_died
 
-    def died(self: Restorer, worker: Worker, queue: Any) -> None:
+    def died(self: BatchDispatcher, worker: Worker, queue: Any) -> None:
         deaths.append(worker)
         real_died(self, worker, queue)
 
-    monkeypatch.setattr(Restorer, "_worker_died", died)
+    monkeypatch.setattr(BatchDispatcher, "_worker_died", died)
     src = tmp_path / "src"
     _small_files(src, 120)
     snap, _ = Archiver(repo).run([str(src)])
@@ -135,7 +137,7 @@ def _flip_first_blob(repo: Repository, root: Path, snap: Snapshot, name: str) ->
 def test_damaged_chunk_fails_only_its_file_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
 ) -> None:
-    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
     repo, _ = Repository.init(LocalBackend(tmp_path / "repo"), "pw", kdf=WEAK)
     src = tmp_path / "src"
     _small_files(src, 200)
@@ -161,7 +163,7 @@ def test_name_appearing_in_a_fresh_directory_follows_the_conflict_policy(
     src = tmp_path / "src"
     _small_files(src, 10)
     snap, _ = Archiver(repo).run([str(src)])
-    real = restorer_mod.write_batch
+    real = restore_dispatch.write_batch
 
     def racing(key: Any, backend: RangeReader, jobs: list[FileJob]) -> list[FileOutcome]:
         for job in jobs:  # someone else creates the names just before the batch runs
@@ -169,7 +171,7 @@ def test_name_appearing_in_a_fresh_directory_follows_the_conflict_policy(
                 Path(os.fsdecode(job[0])).write_bytes(b"theirs")
         return real(key, backend, jobs)
 
-    monkeypatch.setattr(restorer_mod, "write_batch", racing)
+    monkeypatch.setattr(restore_dispatch, "write_batch", racing)
     target = tmp_path / "restore"
     summary = Restorer(repo, snap, target, conflict=policy, processes=0).run()
     restored = target / src.relative_to("/") / "f0003.txt"
@@ -181,7 +183,7 @@ def test_name_appearing_in_a_fresh_directory_follows_the_conflict_policy(
 def test_an_error_in_the_walk_stops_the_workers_and_leaves_no_unreported_file(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(restorer_mod, "PROCESS_MIN_FILES", 0)
+    monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
     monkeypatch.setattr(restorer_mod, "BATCH_FILES", 5)
     src = tmp_path / "src"
     _small_files(src, 100)
