@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from roost import __version__
-from roost.engine import fsmeta, procreader
+from roost.engine import fsmeta, workerproc
 from roost.engine.filters import ExcludeRules
 from roost.engine.index import MasterIndex
 from roost.engine.lease import Lease
@@ -137,7 +137,7 @@ class Archiver:
         self.workers = workers
         self.readers = readers
         # worker processes for small and medium files (0: threads only; see procreader.py)
-        self.processes = procreader.default_processes() if processes is None else processes
+        self.processes = workerproc.default_processes() if processes is None else processes
         self.checkpoint_seconds = checkpoint_seconds
 
     def run(self, sources: Iterable[str | bytes]) -> tuple[Snapshot, BackupSummary]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -252,17 +251,6 @@ def start_worker(setup: WorkerSetup, name: str) -> WorkerProcess:
     return WorkerProcess(setup, name)
 
 
-def default_processes() -> int:
-    """One per core (a third worker on 2 cores was not faster and cost ~40 MB more).
-
-    None on Windows, where a socket cannot be handed to a child by descriptor: the same
-    scanner then runs on threads.
-    """
-    if sys.platform == "win32":
-        return 0
-    return max(2, os.cpu_count() or 2)
-
-
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
@@ -281,7 +269,6 @@ __all__ = [
     "SegmentEntry",
     "WorkerProcess",
     "WorkerSetup",
-    "default_processes",
     "handle",
     "run_worker",
     "start_worker",

@@ -328,10 +328,6 @@ class Worker:
         workerproc.stop(self.process, self.conn)
 
 
-def default_processes() -> int:
-    return max(2, os.cpu_count() or 2)
-
-
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
@@ -347,7 +343,6 @@ __all__ = [
     "WorkerDied",
     "WorkerSetup",
     "decode",
-    "default_processes",
     "run_worker",
     "write_batch",
 ]

@@ -25,7 +25,7 @@ import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from roost.engine import fsmeta
+from roost.engine import fsmeta, workerproc
 from roost.engine.pack import pack_key
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
@@ -40,7 +40,6 @@ from roost.engine.restore_batch import (
     ExtentWriter,
     FileJob,
     FileOutcome,
-    default_processes,
 )
 from roost.engine.restore_dispatch import Batch, BatchDispatcher
 from roost.engine.snapshot import Snapshot
@@ -94,7 +93,7 @@ class Restorer:
         self.progress = progress or RestoreProgress()
         self.summary = RestoreSummary()
         self._links: dict[tuple[int, int], bytes] = {}
-        procs = default_processes() if processes is None else processes
+        procs = workerproc.default_processes() if processes is None else processes
         self._batches = BatchDispatcher(repo, workers, procs, self._account_batch)
         self._jobs: list[FileJob] = []
         self._nodes: list[Node] = []

@@ -68,6 +68,17 @@ def report_failure(conn: Connection, exc: BaseException) -> None:
         conn.send(("failed", _portable(exc)))
 
 
+def default_processes() -> int:
+    """One worker per core (a third on 2 cores was not faster and cost ~40 MB more).
+
+    None on Windows, where a socket cannot be handed to a child by descriptor: the same
+    work then runs on threads.
+    """
+    if sys.platform == "win32":
+        return 0
+    return max(2, os.cpu_count() or 2)
+
+
 def die_with_parent(parent: int) -> None:
     """A worker must not outlive its backup or restore (killed agent, SIGKILLed command)."""
     if sys.platform.startswith("linux"):
@@ -95,4 +106,4 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-__all__ = ["connect", "die_with_parent", "report_failure", "spawn", "stop"]
+__all__ = ["connect", "default_processes", "die_with_parent", "report_failure", "spawn", "stop"]
