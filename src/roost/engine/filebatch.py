@@ -51,14 +51,11 @@ class Slot:
     name: bytes
     root_dev: int
     parent_dir: ParentDir | None  # where the parent snapshot's entry of this name is
-    forced: bool  # read even if unchanged (a file the previous backup missed)
+    key: procreader.ParentKey | None  # the parent entry's lstat fields; None: read it
     task: DirTask
     child: object = _UNSET
-    key: procreader.ParentKey | None = None
 
     def item(self) -> procreader.ScanItem:
-        if self.parent_dir is not None and not self.forced:
-            self.key = self.parent_dir.key(self.name)
         return self.path, self.name, self.key
 
     def parent(self) -> Node | None:

@@ -203,9 +203,10 @@ class Walker:
     ) -> Slot | None:
         if self.options.rules.excludes_path(rel, False):
             return None
-        forced = path in self.options.force_read
-        self.progress.file_started(path, 0)
-        return Slot(path, rel, name, root_dev, task.parent, forced, task)
+        parent = task.parent
+        forced = path in self.options.force_read  # missed last time: read it whatever its stat
+        key = None if parent is None or forced else parent.key(name)
+        return Slot(path, rel, name, root_dev, parent, key, task)
 
     def _apply_result(self, slot: Slot, result: procreader.FileResult) -> object:
         """Runs in the result thread: one file's outcome becomes its node (or None)."""
