@@ -12,13 +12,12 @@ directory that has to be encoded anew.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
 
 from roost.engine.procreader import ParentKey
-from roost.engine.tree import FILE, TREE_VERSION, Node, node_from_json
+from roost.engine.tree import FILE, TREE_VERSION, Node, get_bytes, node_from_json
 from roost.errors import CorruptObject, UnsupportedFormat
 
 
@@ -95,13 +94,10 @@ class ParentDir:
 
 
 def _name(doc: dict[str, Any]) -> bytes:
-    name = doc.get("name")
-    if name.__class__ is str:
-        return str(name).encode("utf-8")
-    encoded = doc.get("name_b64")
-    if encoded.__class__ is not str:
+    name = get_bytes(doc, "name")
+    if name is None:
         raise CorruptObject("a tree entry lacks its name")
-    return base64.b64decode(str(encoded), validate=True)
+    return name
 
 
 __all__ = ["ParentDir"]

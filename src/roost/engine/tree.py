@@ -107,7 +107,7 @@ def _put_bytes(doc: dict[str, Any], key: str, value: bytes) -> None:
         doc[key + "_b64"] = base64.b64encode(value).decode()
 
 
-def _get_bytes(doc: dict[str, Any], key: str) -> bytes | None:
+def get_bytes(doc: dict[str, Any], key: str) -> bytes | None:
     if key in doc:
         return str(doc[key]).encode("utf-8")
     if key + "_b64" in doc:
@@ -169,7 +169,7 @@ def node_from_json(doc: dict[str, Any]) -> Node:
     # raises TypeError, a float makes the sum a float) instead of one int() call each.
     get = doc.get
     name = get("name")
-    name = name.encode("utf-8") if name.__class__ is str else _get_bytes(doc, "name")
+    name = name.encode("utf-8") if name.__class__ is str else get_bytes(doc, "name")
     kind = get("type")
     if name is None or kind not in NODE_TYPES:
         raise CorruptObject("a tree entry lacks its name or has an unknown type")
@@ -193,7 +193,7 @@ def node_from_json(doc: dict[str, Any]) -> Node:
     subtree = get("subtree")
     target = get("target")
     if target is not None or "target_b64" in doc:  # symlinks only
-        target = _get_bytes(doc, "target")
+        target = get_bytes(doc, "target")
     xattrs = get("xattrs")
     return Node(
         name,
@@ -216,7 +216,7 @@ def node_from_json(doc: dict[str, Any]) -> Node:
         None if subtree is None else _fromhex(subtree),
         target,
         [
-            (_get_bytes(x, "name") or b"", base64.b64decode(x["value_b64"], validate=True))
+            (get_bytes(x, "name") or b"", base64.b64decode(x["value_b64"], validate=True))
             for x in xattrs
         ]
         if xattrs
