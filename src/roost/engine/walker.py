@@ -338,32 +338,28 @@ class Walker:
                 self._encode(self._pending.popleft())
 
     def _encode(self, task: DirTask) -> None:
+        # each child resolved exactly once: resolving a hardlink's later name counts it
+        entries = [self._entry(child) for child in task.children]  # type: ignore[arg-type]
         parent = task.parent
         if (
             parent is not None
             and self.saver.has_live(parent.subtree)
-            and self._same_as_parent(task, parent)
+            and _same_as_parent(entries, parent)
         ):
             task.node.subtree = parent.subtree  # identical entries: identical tree blob
         else:
-            nodes = self.resolve_all(task.children)  # type: ignore[arg-type]
+            nodes = [node for node in map(_decoded, entries) if node is not None]
             task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
         # slots point back at their task: without this, every directory's entries would wait
         # for the cyclic garbage collector (which cost a quarter of a no-change backup's time)
         task.children.clear()
         task.parent = None
 
-    def _same_as_parent(self, task: DirTask, parent: ParentDir) -> bool:
-        """Whether every entry equals the parent's, without decoding reused entries."""
-        if len(task.children) != len(parent):
-            return False
-        for child in task.children:
-            if isinstance(child, Slot) and child.child is REUSED:
-                continue
-            node = self._resolve(child)  # type: ignore[arg-type]
-            if node is None or node != parent.node(node.name):
-                return False
-        return True
+    def _entry(self, child: Child) -> Node | Slot | None:
+        """The child's node, or its slot when it reuses the parent's entry (not decoded)."""
+        if isinstance(child, Slot) and child.child is REUSED:
+            return child
+        return self._resolve(child)
 
     def _resolve(self, child: Child) -> Node | None:
         if isinstance(child, Slot):
@@ -381,6 +377,22 @@ class Walker:
             self._unchanged(child.path, child.node.size)
             return child.node
         return child.result()
+
+
+def _same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> bool:
+    """Whether every entry equals the parent's; reused entries match without decoding."""
+    if len(entries) != len(parent):
+        return False
+    for entry in entries:
+        if isinstance(entry, Slot):
+            continue
+        if entry is None or entry != parent.node(entry.name):
+            return False
+    return True
+
+
+def _decoded(entry: Node | Slot | None) -> Node | None:
+    return entry.parent() if isinstance(entry, Slot) else entry
 
 
 def _settle(batches: FileBatches, task: DirTask, _: Future[Node | None]) -> None:

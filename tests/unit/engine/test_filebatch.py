@@ -240,3 +240,17 @@ def _entries(repo: Repository, snap: Snapshot, src: Path) -> dict[bytes, Node]:
         assert subtree is not None
         nodes = repo.load_tree(subtree)
     return {node.name: node for node in nodes}
+
+
+def test_hardlinks_in_a_changed_directory_are_counted_once(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"shared content")
+    os.link(src / "a.txt", src / "b.txt")
+    (src / "c.txt").write_bytes(b"before")
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    (src / "c.txt").write_bytes(b"after!")  # same number of entries, one changed
+    _, summary = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.files_changed, summary.files_new) == (2, 1, 0)
