@@ -44,6 +44,7 @@ from typing import Any
 
 from agentpath import ServiceError, children, high_water_rss, tree_cpu
 from datasets import Dataset, FileEntry
+from restoretarget import fresh_target, plan_image
 from tools import Command, Paths, Tool, base_environment, restored_root
 
 SAMPLE_SECONDS = 0.05
@@ -373,6 +374,7 @@ class ToolRun:
     repo_final: Usage | None = None
     client_cache: Usage | None = None
     restore_check: str | None = None  # None: verified; else what went wrong
+    restore_target: str | None = None  # a fresh ext4 image, or a plain directory (and why)
     failed: str | None = None  # the step that failed, with its stderr tail
 
     def to_json(self) -> dict[str, Any]:
@@ -462,12 +464,15 @@ def _steps(
             return
         result.repo_final = disk_usage(paths.repo)
         result.client_cache = disk_usage(paths.home)
-        if not step("restore", tool.restore(paths, 3)):
-            return
-        # the restored snapshot is the changed one: compare while the change is applied
-        result.restore_check = verify_restore(
-            entries, changed, dataset.root, restored_root(paths, dataset.root)
-        )
+        # its own new file system: see restoretarget.py for why (made and removed untimed)
+        with fresh_target(paths.restore, plan_image(entries), log) as target:
+            result.restore_target = target
+            if not step("restore", tool.restore(paths, 3)):
+                return
+            # the restored snapshot is the changed one: compare while the change is applied
+            result.restore_check = verify_restore(
+                entries, changed, dataset.root, restored_root(paths, dataset.root)
+            )
     if result.restore_check:
         result.failed = f"restore check: {result.restore_check}"
         log(f"{tool.name:>6} restore check FAILED: {result.restore_check}")

@@ -26,6 +26,7 @@ from typing import Any
 import datasets
 import measure
 import report
+import restoretarget
 from tools import TOOLS, ensure_installed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(changed):,} files change before the third backup"
             )
             for number in range(1, args.runs + 1):
+                restoretarget.unmount_stale(work, log)  # never delete into a mounted image
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
                 shift = (number - 1) % len(tools)  # rotate the order between runs
@@ -189,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     report.write_json(output, report.results_json(meta, results, sizes))
     finally:
+        restoretarget.unmount_stale(work, log)
         shutil.rmtree(work, ignore_errors=True)
     print()
     for line in report.header_lines(meta):
