@@ -63,7 +63,8 @@ class Slot:
         return None if self.parent_dir is None else self.parent_dir.node(self.name)
 
 
-ApplyResult = Callable[[Slot, procreader.FileResult], object]
+# gives each scanned slot its child; one call per batch, so tallies are updated once
+ApplyResults = Callable[[list[tuple[Slot, procreader.FileResult]]], None]
 Message = tuple[Any, ...]
 OnMessage = Callable[[Any, Message], None]
 
@@ -158,7 +159,7 @@ class FileBatches:
         processes: int,
         threads: Executor,
         saver: BlobSaver,
-        apply: ApplyResult,
+        apply: ApplyResults,
     ) -> None:
         self._setup = setup
         self._processes = processes
@@ -273,16 +274,16 @@ class FileBatches:
         worker.send(("seal", number, wanted))  # first: the worker seals while we apply
         batch = self._in_flight[number][1]
         handed_back: list[Slot] = []
-        done: list[DirTask] = []
+        scanned: list[tuple[Slot, procreader.FileResult]] = []
         for slot, result in zip(batch, results, strict=False):
             if result.outcome == procreader.MAIN:
                 handed_back.append(slot)
             else:
-                slot.child = self._apply(slot, result)
-                done.append(slot.task)
+                scanned.append((slot, result))
+        self._apply(scanned)
         with self.cond:
-            for task in done:
-                task.waiting -= 1
+            for slot, _ in scanned:
+                slot.task.waiting -= 1
             self.handed_back.extend(handed_back)
             # the scanner stopped after BATCH_BYTES: the walker queues the rest again
             self.requeued.extend(batch[len(results) :])

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from multiprocessing.connection import wait as wait_connections
+from typing import Any
 
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import (
@@ -37,7 +38,8 @@ PROCESS_MIN_FILES = 2000
 PROCESS_MIN_BYTES = 64 * 1024 * 1024
 PROCESS_QUEUE = 3  # batches sent to one worker and not yet answered
 
-Batch = tuple[list[FileJob], list[Node]]
+# the jobs, and for each what the restorer keeps to account for it (a Node or its document)
+Batch = tuple[list[FileJob], list[Node | dict[str, Any]]]
 OnDone = Callable[[Batch, list[FileOutcome]], None]
 
 
@@ -87,9 +89,9 @@ class BatchDispatcher:
             batch = self._inflight.pop(future)
             self._on_done(batch, future.result())
         if busy and not done:
-            ready = wait_connections([worker.conn for worker, _ in busy])
+            ready = wait_connections([worker.conn.fileno() for worker, _ in busy])
             for worker, queue in busy:
-                if worker.conn in ready:
+                if worker.conn.fileno() in ready:
                     self._receive(worker, queue)
 
     def shutdown(self) -> None:

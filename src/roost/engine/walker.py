@@ -77,7 +77,7 @@ class Walker:
             procreader.MAX_FILE_SIZE,
             procreader.BATCH_BYTES,
         )
-        self._batches = FileBatches(setup, processes, self._pool, saver, self._apply_result)
+        self._batches = FileBatches(setup, processes, self._pool, saver, self._apply_results)
         self._slots = threading.BoundedSemaphore(max(1, readers) * 16)
         self._pending: deque[DirTask] = deque()
         self._hardlinks: dict[tuple[int, int], Node | Future[Node | None]] = {}
@@ -208,29 +208,43 @@ class Walker:
         key = None if parent is None or forced else parent.key(name)
         return Slot(path, rel, name, root_dev, parent, key, task)
 
-    def _apply_result(self, slot: Slot, result: procreader.FileResult) -> object:
-        """Runs in the result thread: one file's outcome becomes its node (or None)."""
+    def _apply_results(self, scanned: list[tuple[Slot, procreader.FileResult]]) -> None:
+        """Runs in a result thread: each file's outcome becomes its node (or None)."""
+        tally: dict[str, int] = {}
+        for slot, result in scanned:
+            slot.child = self._apply_result(slot, result, tally)
+        self.counters.add(**tally)
+
+    def _apply_result(
+        self, slot: Slot, result: procreader.FileResult, tally: dict[str, int]
+    ) -> object:
         node = result.node
+        progress = self.progress
         if result.outcome == procreader.IDENTICAL and slot.key is not None:
-            self._unchanged(slot.path, slot.key[0], bytes_total=slot.key[0])
+            _count(tally, slot.key[0], files_unchanged=1)
+            progress.bytes_done(slot.key[0])
+            progress.file_done(slot.path, "unchanged")
             return REUSED
         parent = slot.parent()
         if result.outcome == procreader.UNCHANGED and node is not None and parent is not None:
             node.content, node.extents = list(parent.content), parent.extents
             node.xattrs = list(parent.xattrs)  # changing an xattr changes ctime: current
-            self._unchanged(slot.path, node.size, bytes_total=node.size)
+            _count(tally, node.size, files_unchanged=1)
+            progress.bytes_done(node.size)
+            progress.file_done(slot.path, "unchanged")
             return node
         if result.outcome == procreader.EXCLUDED:
             return None
-        if node is not None:
-            self.counters.add(bytes_total=node.size)
-        self._bytes_read(result.bytes_read)
+        _count(tally, node.size if node is not None else 0, bytes_read=result.bytes_read)
+        progress.bytes_done(result.bytes_read)
         if result.problem is not None:
-            self.counters.miss(slot.path, result.problem, self.progress)
+            self.counters.miss(slot.path, result.problem, progress)
         if result.outcome != procreader.STORED:
             return None
         existed = slot.parent_dir is not None and slot.name in slot.parent_dir
-        self._count_stored(slot.path, "changed" if existed else "new")
+        state = "changed" if existed else "new"
+        _count(tally, 0, **{"files_changed" if existed else "files_new": 1})
+        progress.file_done(slot.path, state)
         return node
 
     def _take_back(self) -> None:
@@ -393,6 +407,12 @@ def _same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> boo
 
 def _decoded(entry: Node | Slot | None) -> Node | None:
     return entry.parent() if isinstance(entry, Slot) else entry
+
+
+def _count(tally: dict[str, int], bytes_total: int, **amounts: int) -> None:
+    tally["bytes_total"] = tally.get("bytes_total", 0) + bytes_total
+    for key, amount in amounts.items():
+        tally[key] = tally.get(key, 0) + amount
 
 
 def _settle(batches: FileBatches, task: DirTask, _: Future[Node | None]) -> None:
