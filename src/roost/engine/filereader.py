@@ -51,24 +51,34 @@ class FileReader:
         self.chunker = chunker
         self.on_bytes = on_bytes
 
-    def read(self, path: bytes, node: Node) -> tuple[bool, str | None]:
-        """Fill ``node.content``; return (stored, problem). stored=False means missed."""
+    def read(
+        self, path: bytes, node: Node, known: os.stat_result | None = None
+    ) -> tuple[bool, str | None]:
+        """Fill ``node.content``; return (stored, problem). stored=False means missed.
+
+        ``known`` is the ``lstat`` the caller just made of a regular file: it then stands for
+        the ``fstat`` after opening (one system call less per file), and the ``fstat`` after
+        reading must find the same regular file unchanged.
+        """
         try:
             fd = _open_for_reading(path)
         except OSError as exc:
             return False, describe_os_error(exc)
         try:
-            return self._read_open(fd, node)
+            return self._read_open(fd, node, known)
         except OSError as exc:
             return False, describe_os_error(exc)
         finally:
             os.close(fd)
 
-    def _read_open(self, fd: int, node: Node) -> tuple[bool, str | None]:
-        before = os.fstat(fd)
+    def _read_open(
+        self, fd: int, node: Node, known: os.stat_result | None
+    ) -> tuple[bool, str | None]:
+        before = os.fstat(fd) if known is None else known
         if not stat.S_ISREG(before.st_mode):
             return False, "replaced by a non-file during backup"
-        _refresh_from_stat(node, before)
+        if known is None:
+            _refresh_from_stat(node, before)
         extents = None
         if fsmeta.is_sparse_candidate(before):
             extents = fsmeta.data_extents(fd, before.st_size)
@@ -76,6 +86,8 @@ class FileReader:
         expected = sum(n for _, n in extents) if extents is not None else before.st_size
         node.content, got = self._chunk(fd, extents or [(0, before.st_size)], expected)
         after = os.fstat(fd)
+        if not stat.S_ISREG(after.st_mode):
+            return False, "replaced by a non-file during backup"
         if got != expected or _changed(before, after):
             return True, CHANGED
         return True, None
@@ -98,7 +110,9 @@ class FileReader:
 
 
 def _open_for_reading(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK: if a FIFO took the file's place since it was listed, do not wait for a
+    # writer (the fstat then reports it); reading a regular file ignores the flag
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         return os.open(path, flags | _NOATIME)
     except PermissionError:

@@ -43,7 +43,7 @@ from roost.engine.chunker import Chunker
 from roost.engine.crypto import Key, MasterKey
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
-from roost.engine.tree import Node
+from roost.engine.tree import FILE, Node
 from roost.errors import RoostError
 
 _PR_SET_PDEATHSIG = 1
@@ -142,14 +142,16 @@ class BatchScanner:
             setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.master.chunker_seed
         )
         self._held: dict[int, dict[bytes, tuple[int, bytes]]] = {}
+        self._file_bytes = 0  # read so far from the file being scanned
 
     def scan(self, batch: int, items: list[ScanItem]) -> tuple[list[FileResult], list[Candidate]]:
         """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
         results: list[FileResult] = []
         collector = _Collector(self.key)
+        reader = FileReader(collector, self.chunker, self._count_read)
         read = 0
         for item in items:
-            result = self.scan_one(collector, *item)
+            result = self.scan_one(reader, *item)
             results.append(result)
             read += result.bytes_read
             if read >= self.setup.batch_bytes:
@@ -172,7 +174,7 @@ class BatchScanner:
         return b"".join(parts), entries
 
     def scan_one(
-        self, collector: _Collector, path: bytes, name: bytes, parent: ParentKey | None
+        self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None
     ) -> FileResult:
         try:
             st = os.lstat(path)
@@ -185,25 +187,67 @@ class BatchScanner:
             return FileResult(EXCLUDED)
         if st.st_size > self.setup.max_file_size or st.st_nlink > 1:
             return FileResult(MAIN)
-        node = fsmeta.node_from_stat(name, st, path, read_xattrs=False)
         if parent is not None:
-            key = stat_key(node)
+            key = _lstat_key(st)
             if key == parent:
-                return FileResult(IDENTICAL)
-            if key[:4] == parent[:4]:
-                return FileResult(UNCHANGED, node)  # the caller takes content and xattrs
-        return self._read(collector, path, node)
+                return FileResult(IDENTICAL)  # no node: the parent's entry is reused
+            if key[:4] == parent[:4]:  # the caller takes content and xattrs
+                return FileResult(UNCHANGED, _file_node(name, st))
+        return self._read(reader, path, _file_node(name, st), st)
 
-    def _read(self, collector: _Collector, path: bytes, node: Node) -> FileResult:
+    def _read(self, reader: FileReader, path: bytes, node: Node, st: os.stat_result) -> FileResult:
         try:
             if self.setup.read_xattrs:
                 node.xattrs = fsmeta.xattrs_of(path)
         except RoostError as exc:
             return FileResult(MISSED, problem=str(exc))
-        counted: list[int] = []
-        stored, problem = FileReader(collector, self.chunker, counted.append).read(path, node)
+        self._file_bytes = 0
+        stored, problem = reader.read(path, node, known=st)
         outcome = STORED if stored else MISSED
-        return FileResult(outcome, node if stored else None, problem, sum(counted))
+        return FileResult(outcome, node if stored else None, problem, self._file_bytes)
+
+    def _count_read(self, count: int) -> None:
+        self._file_bytes += count
+
+
+def _lstat_key(st: os.stat_result) -> ParentKey:
+    """:data:`ParentKey` of a regular file's ``lstat``, as :func:`stat_key` of its node."""
+    uid, gid = st.st_uid, st.st_gid
+    return (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        stat.S_IMODE(st.st_mode),
+        uid,
+        gid,
+        fsmeta.user_name(uid),
+        fsmeta.group_name(gid),
+        st.st_atime_ns,
+        st.st_dev,
+        st.st_nlink,
+    )
+
+
+def _file_node(name: bytes, st: os.stat_result) -> Node:
+    """fsmeta.node_from_stat for a regular file, without xattrs, in one positional call."""
+    uid, gid = st.st_uid, st.st_gid
+    return Node(
+        name,
+        FILE,
+        stat.S_IMODE(st.st_mode),
+        uid,
+        gid,
+        fsmeta.user_name(uid),
+        fsmeta.group_name(gid),
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_atime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_dev,
+        st.st_nlink,
+    )
 
 
 def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -18,9 +18,11 @@ import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
-from roost.engine import compress, procreader
+from roost.engine import compress, fsmeta, procreader
 from roost.engine.archiver import Archiver, BackupOptions
+from roost.engine.chunker import Chunker
 from roost.engine.crypto import Key, MasterKey
+from roost.engine.filereader import CHANGED, FileReader
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB, blob_aad
 from roost.engine.parenttree import ParentDir
@@ -108,6 +110,41 @@ def test_scan_outcomes(tmp_path: Path) -> None:
     key = Key(master)
     assert candidates == [(DATA_BLOB, key.chunk_id(b"hello world\n" * 10), 120)]
     assert results[1].node is not None and results[1].node.content == []  # caller fills it
+
+
+def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.txt"
+    path.write_bytes(b"content")
+    os.chmod(path, 0o4751)
+    os.utime(path, ns=(1_000_000_123, 2_000_000_456))
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    results, _ = scanner.scan(1, [_item(path)])
+    expected = fsmeta.node_from_stat(b"f.txt", os.lstat(path), bytes(path), read_xattrs=False)
+    expected.xattrs = fsmeta.xattrs_of(bytes(path))
+    node = results[0].node
+    assert node is not None
+    assert dataclasses.replace(node, content=[]) == expected
+    full_key = procreader.stat_key(expected)
+    again, _ = scanner.scan(2, [_item(path, full_key)])
+    assert (again[0].outcome, again[0].node) == (procreader.IDENTICAL, None)
+
+
+def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "growing.log"
+    path.write_bytes(b"first line\n")
+    known = os.lstat(path)
+    with path.open("ab") as log:
+        log.write(b"second line\n")
+    master = MasterKey.generate()
+    chunker = Chunker(64 * 1024, 256 * 1024, MIB, master.chunker_seed)
+    sink = procreader._Collector(Key(master))  # the sink the worker reads into
+    node = Node(b"growing.log", "file", size=known.st_size)
+    stored, problem = FileReader(sink, chunker, lambda _: None).read(bytes(path), node, known)
+    assert (stored, problem) == (True, CHANGED)
 
 
 def test_seal_puts_the_wanted_blobs_end_to_end(tmp_path: Path) -> None:
