@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from roost.cli import output
-from roost.cli.context import JsonOption, session
+from roost.cli.context import JsonOption, Session, session
 from roost.cli.progress import BackupBar, progress_bar
 from roost.engine.progress import BackupProgress
 from roost.errors import RoostError
@@ -81,7 +81,8 @@ def backup(
     ] = 30.0,
 ) -> None:
     """Back up files and directories into a new snapshot."""
-    from roost.engine.archiver import Archiver, BackupOptions, normalise_sources
+    from roost.engine import procreader, workerproc
+    from roost.engine.archiver import normalise_sources
     from roost.engine.filters import ExcludeRules
 
     rules = ExcludeRules.build(
@@ -89,6 +90,24 @@ def backup(
     )
     sources = normalise_sources(paths)
     cli = session(ctx, json_output)
+    try:
+        procreader.prestart_workers()  # they start while the key is derived
+        _run_backup(cli, sources, rules, host, parent, tag, checkpoint_seconds)
+    finally:
+        workerproc.discard_warm()
+
+
+def _run_backup(
+    cli: Session,
+    sources: list[bytes],
+    rules: ExcludeRules,
+    host: str | None,
+    parent: str | None,
+    tag: list[str] | None,
+    checkpoint_seconds: float,
+) -> None:
+    from roost.engine.archiver import Archiver, BackupOptions
+
     repo = cli.open()
     hostname = host or socket.gethostname()
     options = BackupOptions(

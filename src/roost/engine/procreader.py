@@ -295,6 +295,11 @@ def start_worker(setup: WorkerSetup, name: str) -> WorkerProcess:
     return WorkerProcess(setup, name)
 
 
+def prestart_workers(count: int | None = None) -> None:
+    """Start the scan workers of the next backup now (see :func:`workerproc.prestart`)."""
+    workerproc.prestart(__name__, workerproc.default_processes() if count is None else count)
+
+
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
@@ -314,6 +319,7 @@ __all__ = [
     "WorkerProcess",
     "WorkerSetup",
     "handle",
+    "prestart_workers",
     "run_worker",
     "start_worker",
     "stat_key",

@@ -112,8 +112,53 @@ def _read_into(fd: int, view: memoryview, first: bool) -> None:
         got += n
 
 
+_warm: dict[str, list[tuple[subprocess.Popen[bytes], Channel]]] = {}
+_warm_lock = threading.Lock()
+
+
+def prestart(module: str, count: int) -> None:
+    """Start ``count`` workers of ``module`` now; :func:`spawn` hands them out later.
+
+    A worker's interpreter takes ~0.1 s to start and import; started before the repository
+    key is derived (which keeps the main process busy for about as long), it is ready when
+    the first batch is. A prestarted worker waits for its setup; one never used exits at end
+    of file on its socket, at the latest when this process exits (or :func:`discard_warm`).
+    """
+    started = [_start(module) for _ in range(count)]
+    with _warm_lock:
+        _warm.setdefault(module, []).extend(started)
+
+
+def discard_warm() -> None:
+    """Stop the prestarted workers nobody took."""
+    with _warm_lock:
+        pools = list(_warm.values())
+        _warm.clear()
+    for process, conn in (worker for pool in pools for worker in pool):
+        process.kill()  # it holds nothing yet; waiting for it to finish importing costs time
+        process.wait()
+        conn.close()
+
+
 def spawn(module: str, setup: object) -> tuple[subprocess.Popen[bytes], Channel]:
-    """Start ``module.run_worker`` in a new interpreter and send it ``setup``."""
+    """Start ``module.run_worker`` in a new interpreter (or take a prestarted one), set it up."""
+    process, conn = _take_warm(module) or _start(module)
+    conn.send((setup, os.getpid()))
+    return process, conn
+
+
+def _take_warm(module: str) -> tuple[subprocess.Popen[bytes], Channel] | None:
+    with _warm_lock:
+        pool = _warm.get(module, [])
+        while pool:
+            process, conn = pool.pop()
+            if process.poll() is None:
+                return process, conn
+            conn.close()  # died while waiting (killed): start another
+    return None
+
+
+def _start(module: str) -> tuple[subprocess.Popen[bytes], Channel]:
     command = f"import sys; from {module} import run_worker; run_worker(sys.argv[1])"
     ours, theirs = socket.socketpair()
     with theirs:
@@ -122,9 +167,7 @@ def spawn(module: str, setup: object) -> tuple[subprocess.Popen[bytes], Channel]
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
         )
-    conn = Channel(ours.detach())
-    conn.send((setup, os.getpid()))
-    return process, conn
+    return process, Channel(ours.detach())
 
 
 def connect(fd: str) -> tuple[Channel, Any]:
@@ -136,7 +179,10 @@ def connect(fd: str) -> tuple[Channel, Any]:
     (0.45 s more system time per worker and kernel tree, for no lower peak).
     """
     conn = Channel(int(fd))
-    setup, parent = conn.recv()
+    try:
+        setup, parent = conn.recv()
+    except EOFError:  # prestarted, and not needed after all
+        os._exit(0)
     die_with_parent(parent)
     return conn, setup
 
@@ -200,6 +246,8 @@ __all__ = [
     "connect",
     "default_processes",
     "die_with_parent",
+    "discard_warm",
+    "prestart",
     "report_failure",
     "spawn",
     "stop",

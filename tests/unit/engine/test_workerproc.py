@@ -1,4 +1,4 @@
-"""The channel between a worker process and its parent: framing, out-of-band data, ends."""
+"""Worker processes: the channel to the parent (framing, out-of-band data, ends), prestarting."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import pickle
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from roost.engine import procreader, workerproc
+from roost.engine.crypto import MasterKey
 from roost.engine.workerproc import Channel
 
 
@@ -85,3 +88,30 @@ def test_close_is_idempotent(pair: tuple[Channel, Channel]) -> None:
     left.close()
     left.close()
     assert left.closed
+
+
+def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    workerproc.prestart(procreader.__name__, 1)
+    warm_pid = workerproc._warm[procreader.__name__][0][0].pid
+    setup = procreader.WorkerSetup(MasterKey.generate(), 64 * 1024, 256 * 1024, 1024 * 1024)
+    worker = procreader.start_worker(setup, "test")
+    try:
+        assert worker.process.pid == warm_pid
+        assert workerproc._warm[procreader.__name__] == []
+        worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
+        kind, number, results, candidates = worker.conn.recv()
+        assert (kind, number, [r.outcome for r in results]) == ("scanned", 1, [procreader.STORED])
+        assert [c[2] for c in candidates] == [4]
+    finally:
+        worker.conn.send(("stop",))
+        worker.stop()
+    assert worker.exitcode == 0
+
+
+def test_prestarted_workers_nobody_took_are_stopped() -> None:
+    workerproc.prestart(procreader.__name__, 2)
+    processes = [process for process, _ in workerproc._warm[procreader.__name__]]
+    workerproc.discard_warm()
+    assert [process.poll() is not None for process in processes] == [True, True]
+    assert workerproc._warm == {}
