@@ -30,6 +30,7 @@ from roost.agent.progress import BackupEvents, Meter, UploadActivity
 from roost.agent.reporting import JobReporter, Outcome, describe_error
 from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
 from roost.agent.throughput import history_keys
+from roost.engine import procreader, workerproc
 from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
 from roost.engine.filters import ExcludeRules
 from roost.engine.progress import BackupProgress
@@ -44,12 +45,17 @@ MAX_REASON = 500
 
 def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Outcome:
     sources = backup_sources(ctx.platform, job.paths)
-    uploads = UploadActivity(reporter)
-    repo = open_repository(ctx, job.bandwidth_limit, uploads)
-    reporter.send(JobEvent(state="running"))
-    reporter.raise_if_cancelled()
-    with SnapshotScope(ctx, job, sources, reporter) as scope:
-        return _archive(ctx, job, reporter, repo, scope, uploads)
+    # the scan workers start while the key is fetched, the snapshot taken and files counted
+    procreader.prestart_workers()
+    try:
+        uploads = UploadActivity(reporter)
+        repo = open_repository(ctx, job.bandwidth_limit, uploads)
+        reporter.send(JobEvent(state="running"))
+        reporter.raise_if_cancelled()
+        with SnapshotScope(ctx, job, sources, reporter) as scope:
+            return _archive(ctx, job, reporter, repo, scope, uploads)
+    finally:
+        workerproc.discard_warm()
 
 
 def backup_sources(platform: Platform, paths: list[str]) -> list[str]:
