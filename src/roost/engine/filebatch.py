@@ -232,15 +232,23 @@ class FileBatches:
 
     def _worker(self, small: bool) -> _Worker:
         if self._processes and not self._workers and not small:
-            self._workers = [
-                _ProcessWorker(self._setup, f"roost-scan-{n}", self._on_message)
-                for n in range(self._processes)
-            ]
+            self._start_processes()
         if self._workers:
             return min(self._workers, key=lambda worker: worker.in_flight)
         if self._inline is None:
             self._inline = _InlineWorker(self._setup, self._threads, self._on_message)
         return self._inline
+
+    def _start_processes(self) -> None:
+        try:
+            for number in range(self._processes):
+                name = f"roost-scan-{number}"
+                self._workers.append(_ProcessWorker(self._setup, name, self._on_message))
+        except OSError:
+            # no new process may be started (the interpreter is not executable for this
+            # user, a process limit): the same scanner runs on this process's threads
+            self.close()
+            self._processes = 0
 
     def wait_all(self) -> None:
         """Wait until every batch handed out is sealed and packed."""

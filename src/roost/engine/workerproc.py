@@ -124,9 +124,13 @@ def prestart(module: str, count: int) -> None:
     the first batch is. A prestarted worker waits for its setup; one never used exits at end
     of file on its socket, at the latest when this process exits (or :func:`discard_warm`).
     """
-    started = [_start(module) for _ in range(count)]
-    with _warm_lock:
-        _warm.setdefault(module, []).extend(started)
+    for _ in range(count):
+        try:
+            started = _start(module)
+        except OSError:  # e.g. the interpreter may not be executed: the backup says so later
+            return
+        with _warm_lock:
+            _warm.setdefault(module, []).append(started)
 
 
 def discard_warm() -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
-from roost.engine import compress, fsmeta, procreader
+from roost.engine import compress, fsmeta, procreader, workerproc
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import Key, MasterKey
@@ -192,6 +192,25 @@ def test_worker_processes_with_tiny_limits_round_trip(
     assert_trees_equal(src, target / src.relative_to("/"))
     _, again = Archiver(repo, BackupOptions(parent=snap), processes=2).run([str(src)])
     assert (again.files_new, again.files_changed, again.bytes_read) == (0, 0, 0)
+
+
+def test_when_no_worker_process_can_start_the_scanners_run_on_threads(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(module: str) -> object:
+        raise PermissionError(13, "Permission denied", "/usr/bin/python3")
+
+    monkeypatch.setattr(workerproc, "_start", refuse)
+    monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    src = tmp_path / "src"
+    src.mkdir()
+    for number in range(40):
+        (src / f"f{number:02}").write_bytes(os.urandom(500 + number))
+    snap, summary = Archiver(repo, processes=2).run([str(src)])
+    assert (summary.files_new, summary.files_missed) == (40, 0)
+    target = tmp_path / "restore"
+    Restorer(repo, snap, target, processes=0).run()
+    assert_trees_equal(src, target / src.relative_to("/"))
 
 
 class _KillAWorker(BackupProgress):
