@@ -15,6 +15,7 @@ O(1) whether the oldest finished directory can be encoded; one condition variabl
 from __future__ import annotations
 
 import contextlib
+import pickle
 import subprocess
 import threading
 from collections import deque
@@ -297,8 +298,14 @@ class FileBatches:
             self.requeued.extend(batch[len(results) :])
             self.cond.notify_all()
 
-    def _sealed(self, number: int, segment: bytes, entries: list[procreader.SegmentEntry]) -> None:
-        self._saver.add_segment(segment, entries)
+    def _sealed(
+        self,
+        number: int,
+        segment: memoryview | pickle.PickleBuffer,
+        entries: list[procreader.SegmentEntry],
+    ) -> None:
+        # a view of the channel's buffer from a process, the scanner's own from a thread
+        self._saver.add_segment(memoryview(segment), entries)
         with self.cond:
             worker, _ = self._in_flight.pop(number)
             worker.in_flight -= 1

@@ -34,13 +34,14 @@ processes.
 from __future__ import annotations
 
 import os
+import pickle
 import stat
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from roost.engine import compress, fsmeta, workerproc
 from roost.engine.chunker import Chunker
-from roost.engine.crypto import Key, MasterKey
+from roost.engine.crypto import OVERHEAD, Key, MasterKey
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
 from roost.engine.tree import FILE, Node
@@ -160,18 +161,26 @@ class BatchScanner:
         found = collector.found.items()
         return results, [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
 
-    def seal(self, batch: int, wanted: list[bytes]) -> tuple[bytes, list[SegmentEntry]]:
+    def seal(self, batch: int, wanted: list[bytes]) -> tuple[bytearray, list[SegmentEntry]]:
         """Compress and encrypt the wanted blobs of a scanned batch into one segment."""
         found = self._held.pop(batch)
-        parts: list[bytes] = []
-        entries: list[SegmentEntry] = []
+        payloads: list[tuple[int, bytes, int, int, bytes | memoryview]] = []
+        size = 0
         for blob_id in wanted:
             kind, data = found[blob_id]
             method, payload = compress.compress(data)
-            sealed = self.key.encrypt(payload, blob_aad(kind, blob_id))
-            parts.append(sealed)
-            entries.append((kind, blob_id, len(sealed), len(data), method))
-        return b"".join(parts), entries
+            payloads.append((kind, blob_id, len(data), method, payload))
+            size += len(payload) + OVERHEAD
+        # each blob is encrypted straight into its place: no copy per blob, none to join
+        segment = bytearray(size)
+        view = memoryview(segment)
+        entries: list[SegmentEntry] = []
+        offset = 0
+        for kind, blob_id, raw_length, method, payload in payloads:
+            length = self.key.encrypt_into(payload, blob_aad(kind, blob_id), view[offset:])
+            entries.append((kind, blob_id, length, raw_length, method))
+            offset += length
+        return segment, entries
 
     def scan_one(
         self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None
@@ -259,7 +268,8 @@ def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
     if message[0] == "seal":
         _, batch, wanted = message
         segment, entries = scanner.seal(batch, wanted)
-        return ("sealed", batch, segment, entries)
+        # out of band on a worker's channel: the segment is written from here, not pickled
+        return ("sealed", batch, pickle.PickleBuffer(segment), entries)
     raise ValueError(f"unknown request {message[0]!r}")
 
 

@@ -142,7 +142,9 @@ class BlobSaver:
         self._report_backlog(backlog)
         return wanted
 
-    def add_segment(self, segment: bytes, blobs: list[tuple[int, bytes, int, int, int]]) -> None:
+    def add_segment(
+        self, segment: bytes | memoryview, blobs: list[tuple[int, bytes, int, int, int]]
+    ) -> None:
         """Pack claimed data blobs a worker sealed: (type, id, length, raw length, method).
 
         The segment goes into the open pack in as few pieces as the pack size allows.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from roost.engine.crypto import NONCE_SIZE, Key, MasterKey, random_nonce
+import pytest
+
+from roost.engine.crypto import NONCE_SIZE, OVERHEAD, Key, MasterKey, random_nonce
+from roost.errors import CorruptObject
 
 
 def test_nonces_are_unique_across_pool_refills() -> None:
@@ -31,3 +34,14 @@ def test_encrypt_round_trip_and_distinct_ciphertexts() -> None:
     first, second = key.encrypt(b"same", b"aad"), key.encrypt(b"same", b"aad")
     assert first != second
     assert key.decrypt(first, b"aad") == key.decrypt(second, b"aad") == b"same"
+
+
+def test_encrypt_into_writes_an_object_decrypt_accepts() -> None:
+    key = Key(MasterKey.generate())
+    out = bytearray(b"\xee" * 100)
+    length = key.encrypt_into(b"plaintext", b"aad", memoryview(out)[10:])
+    assert length == len(b"plaintext") + OVERHEAD
+    assert out[:10] == b"\xee" * 10 and out[10 + length :] == b"\xee" * (90 - length)
+    assert key.decrypt(bytes(out[10 : 10 + length]), b"aad") == b"plaintext"
+    with pytest.raises(CorruptObject, match="failed authentication"):
+        key.decrypt(bytes(out[10 : 10 + length]), b"other aad")
