@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -27,6 +29,34 @@ def tune_allocator(mmap_threshold: int = 128 * 1024, arenas: int = 2) -> bool:
         return False
     ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
     return bool(libc.mallopt(_M_ARENA_MAX, arenas) == 1 and ok)
+
+
+COLLECT_AFTER = 50_000  # net new container objects between two young collections
+
+
+def collect_less_often() -> tuple[int, int, int]:
+    """Set the thresholds of :func:`fewer_collections`; return the previous ones."""
+    previous = gc.get_threshold()
+    gc.set_threshold(COLLECT_AFTER, 20, 100)
+    return previous
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector after 50,000 net new objects instead of 700.
+
+    A backup's hot paths make no reference cycles (the one they had is broken on purpose,
+    see walker.py), so every collection only traversed objects that were still alive: in a
+    full backup of the kernel tree 540 collections took 0.28-0.32 s of the main process's
+    ~3 s of CPU; with this threshold, 1 collection and 0.03 s. Cyclic garbage (exceptions
+    with their tracebacks) is still collected, after at most 50,000 objects. The previous
+    thresholds come back afterwards: the process may be a long-running agent.
+    """
+    previous = collect_less_often()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def freeze_imported() -> None:

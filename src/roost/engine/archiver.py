@@ -32,6 +32,7 @@ from roost.engine.tree import DIR, Node, encode_tree
 from roost.engine.uploader import BlobSaver
 from roost.engine.walker import Child, Counters, Walker, WalkSettings
 from roost.errors import SourceError
+from roost.memory import fewer_collections
 
 __all__ = ["Archiver", "BackupOptions", "BackupSummary", "normalise_sources"]
 
@@ -142,7 +143,7 @@ class Archiver:
 
     def run(self, sources: Iterable[str | bytes]) -> tuple[Snapshot, BackupSummary]:
         paths = normalise_sources(sources)  # the paths read, maybe inside a snapshot
-        with Lease(self.repo, "backup"):
+        with Lease(self.repo, "backup"), fewer_collections():
             index = self.repo.load_index()
             adopt_orphan_packs(self.repo, index)
             return self._run_locked(paths, index)

@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+from roost import memory
+
 _PR_SET_PDEATHSIG = 1
 _HEAD = struct.Struct("<QI")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct("<Q")
@@ -183,6 +185,7 @@ def connect(fd: str) -> tuple[Channel, Any]:
     (0.45 s more system time per worker and kernel tree, for no lower peak).
     """
     conn = Channel(int(fd))
+    memory.collect_less_often()  # for the worker's life (see memory.py)
     try:
         setup, parent = conn.recv()
     except EOFError:  # prestarted, and not needed after all

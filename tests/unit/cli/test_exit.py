@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from roost.memory import freeze_imported, skip_exit_collection
+from roost.memory import (
+    COLLECT_AFTER,
+    fewer_collections,
+    freeze_imported,
+    skip_exit_collection,
+)
 
 
 def test_skip_exit_collection_freezes_the_live_objects() -> None:
@@ -54,3 +59,14 @@ def test_the_console_script_still_exits_with_its_code_and_all_output(tmp_path: P
     )
     assert missing.returncode != 0
     assert missing.stderr.startswith("roost: error: source path")
+
+
+def test_fewer_collections_raises_the_threshold_and_restores_it() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold() == (COLLECT_AFTER, 20, 100)
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1  # cyclic garbage is still collectable
+    assert gc.get_threshold() == before
