@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from roost.engine.procreader import ParentKey
-from roost.engine.tree import FILE, TREE_VERSION, Node, get_bytes, node_from_json
+from roost.engine.tree import FILE, TREE_VERSION, Node, encode_entry, get_bytes, node_from_json
 from roost.errors import CorruptObject, UnsupportedFormat
 
 
@@ -63,6 +63,11 @@ class ParentDir:
             except (CorruptObject, ValueError, KeyError, TypeError):  # as decode_tree's
                 return None
         return node
+
+    def encoded(self, name: bytes) -> bytes | None:
+        """The parent's entry ``name`` as the backup encodes it now (tree.encode_entry)."""
+        node = self.node(name)
+        return None if node is None else encode_entry(node)
 
     def nodes(self) -> dict[bytes, Node]:
         return {name: node for name in list(self._docs) if (node := self.node(name)) is not None}

@@ -44,7 +44,7 @@ from roost.engine.chunker import Chunker
 from roost.engine.crypto import OVERHEAD, Key, MasterKey
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import blob_aad
-from roost.engine.tree import FILE, Node
+from roost.engine.tree import FILE, Node, encode_entry
 from roost.errors import RoostError
 
 _PR_SET_PDEATHSIG = 1
@@ -69,9 +69,11 @@ ScanItem = tuple[bytes, bytes, ParentKey | None]
 
 class FileResult(NamedTuple):
     outcome: int
-    node: Node | None = None
+    node: Node | None = None  # UNCHANGED: the caller fills in content and xattrs
     problem: str | None = None
     bytes_read: int = 0
+    entry: bytes | None = None  # STORED: the file's tree entry, encoded (tree.encode_entry)
+    size: int = 0  # STORED: the file's size
 
 
 # a blob a scan found: (type, id, plaintext length); the scanner keeps the plaintext
@@ -161,7 +163,7 @@ class BatchScanner:
         found = collector.found.items()
         return results, [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
 
-    def seal(self, batch: int, wanted: list[bytes]) -> tuple[bytearray, list[SegmentEntry]]:
+    def seal(self, batch: int, wanted: list[bytes]) -> tuple[memoryview, list[SegmentEntry]]:
         """Compress and encrypt the wanted blobs of a scanned batch into one segment."""
         found = self._held.pop(batch)
         payloads: list[tuple[int, bytes, int, int, bytes | memoryview]] = []
@@ -172,15 +174,14 @@ class BatchScanner:
             payloads.append((kind, blob_id, len(data), method, payload))
             size += len(payload) + OVERHEAD
         # each blob is encrypted straight into its place: no copy per blob, none to join
-        segment = bytearray(size)
-        view = memoryview(segment)
+        view = memoryview(bytearray(size))
         entries: list[SegmentEntry] = []
         offset = 0
         for kind, blob_id, raw_length, method, payload in payloads:
             length = self.key.encrypt_into(payload, blob_aad(kind, blob_id), view[offset:])
             entries.append((kind, blob_id, length, raw_length, method))
             offset += length
-        return segment, entries
+        return view, entries
 
     def scan_one(
         self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None
@@ -212,8 +213,11 @@ class BatchScanner:
             return FileResult(MISSED, problem=str(exc))
         self._file_bytes = 0
         stored, problem = reader.read(path, node, known=st)
-        outcome = STORED if stored else MISSED
-        return FileResult(outcome, node if stored else None, problem, self._file_bytes)
+        if not stored:
+            return FileResult(MISSED, None, problem, self._file_bytes)
+        # encoded here rather than in the main process, whose one interpreter serves the
+        # answers of every worker
+        return FileResult(STORED, None, problem, self._file_bytes, encode_entry(node), node.size)
 
     def _count_read(self, count: int) -> None:
         self._file_bytes += count

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+import orjson
+
 from roost.engine import fsmeta, procreader
 from roost.engine.chunker import Chunker
 from roost.engine.filebatch import REUSED, DirTask, FileBatches, Slot, is_unset
@@ -28,7 +30,7 @@ from roost.engine.pack import TREE_BLOB
 from roost.engine.parenttree import ParentDir
 from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
-from roost.engine.tree import DIR, FILE, Node, encode_tree
+from roost.engine.tree import DIR, FILE, Node, encode_entries, encode_entry, node_from_json
 from roost.engine.uploader import BlobSaver
 from roost.errors import RoostError
 
@@ -235,7 +237,7 @@ class Walker:
             return node
         if result.outcome == procreader.EXCLUDED:
             return None
-        _count(tally, node.size if node is not None else 0, bytes_read=result.bytes_read)
+        _count(tally, result.size, bytes_read=result.bytes_read)
         progress.bytes_done(result.bytes_read)
         if result.problem is not None:
             self.counters.miss(slot.path, result.problem, progress)
@@ -245,7 +247,7 @@ class Walker:
         state = "changed" if existed else "new"
         _count(tally, 0, **{"files_changed" if existed else "files_new": 1})
         progress.file_done(slot.path, state)
-        return node
+        return result.entry  # the worker encoded the tree entry
 
     def _take_back(self) -> None:
         """Handle here the files the scanners handed back, and requeue what they left."""
@@ -362,16 +364,17 @@ class Walker:
         ):
             task.node.subtree = parent.subtree  # identical entries: identical tree blob
         else:
-            nodes = [node for node in map(_decoded, entries) if node is not None]
-            task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_tree(nodes))
+            encoded = [pair for pair in map(_encoded, entries) if pair is not None]
+            task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_entries(encoded))
         # slots point back at their task: without this, every directory's entries would wait
         # for the cyclic garbage collector (which cost a quarter of a no-change backup's time)
         task.children.clear()
         task.parent = None
 
     def _entry(self, child: Child) -> Node | Slot | None:
-        """The child's node, or its slot when it reuses the parent's entry (not decoded)."""
-        if isinstance(child, Slot) and child.child is REUSED:
+        """The child's node, or its slot when its entry is the parent's (not decoded) or was
+        encoded by a worker."""
+        if isinstance(child, Slot) and (child.child is REUSED or isinstance(child.child, bytes)):
             return child
         return self._resolve(child)
 
@@ -380,6 +383,8 @@ class Walker:
             assert not is_unset(child.child), "a directory was encoded before its files"
             if child.child is REUSED:
                 return child.parent()
+            if isinstance(child.child, bytes):
+                return node_from_json(orjson.loads(child.child))
             return self._resolve(child.child)  # type: ignore[arg-type]
         if child is None or isinstance(child, Node):
             return child
@@ -399,14 +404,21 @@ def _same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> boo
         return False
     for entry in entries:
         if isinstance(entry, Slot):
+            if isinstance(entry.child, bytes) and entry.child != parent.encoded(entry.name):
+                return False
             continue
         if entry is None or entry != parent.node(entry.name):
             return False
     return True
 
 
-def _decoded(entry: Node | Slot | None) -> Node | None:
-    return entry.parent() if isinstance(entry, Slot) else entry
+def _encoded(entry: Node | Slot | None) -> tuple[bytes, bytes] | None:
+    """(name, encoded tree entry) of a directory's entry, for tree.encode_entries."""
+    if isinstance(entry, Slot):
+        if isinstance(entry.child, bytes):
+            return entry.name, entry.child
+        entry = entry.parent()  # reused: the parent's entry
+    return None if entry is None else (entry.name, encode_entry(entry))
 
 
 def _count(tally: dict[str, int], bytes_total: int, **amounts: int) -> None:

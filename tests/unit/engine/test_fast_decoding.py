@@ -12,7 +12,16 @@ from roost.engine.index import INDEX_AAD, IndexEvents, IndexFile, Location, Mast
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB, TREE_BLOB, BlobEntry
 from roost.engine.repository import Repository, _WindowCache
-from roost.engine.tree import DIR, FILE, SYMLINK, Node, decode_tree, encode_tree
+from roost.engine.tree import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Node,
+    decode_tree,
+    encode_entries,
+    encode_entry,
+    encode_tree,
+)
 from roost.errors import CorruptObject
 from roost.storage.memory import MemoryBackend
 
@@ -51,6 +60,14 @@ def _nodes() -> list[Node]:
 def test_tree_round_trip_keeps_every_field() -> None:
     nodes = _nodes()
     assert decode_tree(encode_tree(nodes)) == sorted(nodes, key=lambda n: n.name)
+
+
+def test_entries_encoded_one_by_one_join_into_the_same_tree_blob() -> None:
+    nodes = _nodes()
+    shuffled = [nodes[3], nodes[0], nodes[5], nodes[1], nodes[4], nodes[2]]
+    pairs = [(node.name, encode_entry(node)) for node in shuffled]
+    assert encode_entries(pairs) == encode_tree(nodes)
+    assert encode_entries([]) == encode_tree([]) == b'{"v":1,"nodes":[]}'
 
 
 @pytest.mark.parametrize(

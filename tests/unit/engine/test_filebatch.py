@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
@@ -30,7 +31,7 @@ from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
 from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
-from roost.engine.tree import Node
+from roost.engine.tree import Node, encode_entry, node_from_json
 from roost.errors import BackupWorkerError
 from roost.storage.local import LocalBackend
 
@@ -77,6 +78,11 @@ def test_every_node_field_survives_pickling() -> None:
     assert pickle.loads(pickle.dumps(node)) == node
 
 
+def _entry_node(result: procreader.FileResult) -> Node:
+    assert result.entry is not None
+    return node_from_json(orjson.loads(result.entry))
+
+
 def test_scan_outcomes(tmp_path: Path) -> None:
     master = MasterKey.generate()
     scanner = procreader.BatchScanner(_setup(master, larger_than=100_000, max_file_size=50_000))
@@ -104,9 +110,9 @@ def test_scan_outcomes(tmp_path: Path) -> None:
         procreader.MISSED,
     ]
     assert results[5].problem == "vanished during backup"
-    stored = results[0].node
-    assert stored is not None and stored.name == b"new.txt" and stored.size == 120
-    assert results[0].bytes_read == 120
+    assert (results[0].node, results[0].size, results[0].bytes_read) == (None, 120, 120)
+    stored = _entry_node(results[0])
+    assert stored.name == b"new.txt" and stored.size == 120
     key = Key(master)
     assert candidates == [(DATA_BLOB, key.chunk_id(b"hello world\n" * 10), 120)]
     assert results[1].node is not None and results[1].node.content == []  # caller fills it
@@ -123,9 +129,8 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     results, _ = scanner.scan(1, [_item(path)])
     expected = fsmeta.node_from_stat(b"f.txt", os.lstat(path), bytes(path), read_xattrs=False)
     expected.xattrs = fsmeta.xattrs_of(bytes(path))
-    node = results[0].node
-    assert node is not None
-    assert dataclasses.replace(node, content=[]) == expected
+    expected.content = [Key(scanner.setup.master).chunk_id(b"content")]
+    assert results[0].entry == encode_entry(expected)
     full_key = procreader.stat_key(expected)
     again, _ = scanner.scan(2, [_item(path, full_key)])
     assert (again[0].outcome, again[0].node) == (procreader.IDENTICAL, None)
