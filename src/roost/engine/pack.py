@@ -17,8 +17,11 @@ without the index, and the index can be rebuilt from the packs alone.
 
 from __future__ import annotations
 
+import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 from roost.engine.crypto import Key, content_hash
 from roost.errors import CorruptObject, UnsupportedFormat
@@ -27,6 +30,7 @@ PACK_MAGIC = b"RPK1"
 HEADER_VERSION = 1
 TRAILER = struct.Struct("<I4s")
 ENTRY = struct.Struct("<B32sQIIB")
+ENTRY_ID = struct.Struct("<x32s17x")  # only the blob id of an ENTRY
 HEADER_AAD = b"pack-header"
 
 DATA_BLOB = 0
@@ -65,44 +69,63 @@ def pack_id_from_key(key: str) -> bytes | None:
 
 
 class PackBuilder:
-    """Accumulates encrypted blobs until the pack is big enough to upload."""
+    """Accumulates encrypted blobs until the pack is big enough to upload.
+
+    The pack is written into one growing buffer, and its entries are kept as the header's
+    packed records: keeping the pieces and joining them at the end held every 16 MiB pack
+    twice while it was uploaded, and a ``BlobEntry`` per blob (~200 bytes each, thousands
+    per pack) until the next checkpoint.
+    """
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.entries: list[BlobEntry] = []
+        # BytesIO hands its buffer over without a copy in getvalue() (CPython), so the pack
+        # is never in memory twice; its growth is a realloc, which is mremap for big buffers.
+        self._data = io.BytesIO()
+        self.records = bytearray()  # one ENTRY per blob, in pack order: the header's body
         self.size = 0
+        self.raw_size = 0  # plaintext bytes of the blobs
+
+    @property
+    def entries(self) -> list[BlobEntry]:
+        return [BlobEntry(*fields) for fields in ENTRY.iter_unpack(self.records)]
 
     def add(
         self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int, compression: int
     ) -> None:
-        entry = BlobEntry(blob_type, blob_id, self.size, len(ciphertext), raw_length, compression)
-        self._parts.append(ciphertext)
-        self.entries.append(entry)
+        self._data.write(ciphertext)
+        self.records += ENTRY.pack(
+            blob_type, blob_id, self.size, len(ciphertext), raw_length, compression
+        )
         self.size += len(ciphertext)
+        self.raw_size += raw_length
 
-    def add_segment(self, segment: bytes, blobs: list[tuple[int, bytes, int, int, int]]) -> None:
+    def add_segment(
+        self, segment: bytes | memoryview, blobs: list[tuple[int, bytes, int, int, int]]
+    ) -> None:
         """Append encrypted blobs laid end to end: (type, id, length, raw length, method)."""
+        if sum(blob[2] for blob in blobs) != len(segment):
+            raise ValueError("segment length does not match its blobs")
         offset = self.size
         for blob_type, blob_id, length, raw_length, compression in blobs:
-            self.entries.append(
-                BlobEntry(blob_type, blob_id, offset, length, raw_length, compression)
-            )
+            self.records += ENTRY.pack(blob_type, blob_id, offset, length, raw_length, compression)
             offset += length
-        if offset - self.size != len(segment):
-            raise ValueError("segment length does not match its blobs")
-        self._parts.append(segment)
+            self.raw_size += raw_length
+        self._data.write(segment)
         self.size = offset
 
     def finish(self, key: Key) -> tuple[bytes, bytes]:
         """Return (pack id, pack bytes) with the encrypted header and trailer appended."""
-        header = bytes((HEADER_VERSION,)) + b"".join(
-            ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
-            for e in self.entries
-        )
-        sealed = key.encrypt(header, HEADER_AAD)
-        data = b"".join([*self._parts, sealed, TRAILER.pack(len(sealed), PACK_MAGIC)])
-        self._parts.clear()
+        sealed = key.encrypt(bytes((HEADER_VERSION,)) + self.records, HEADER_AAD)
+        self._data.write(sealed)
+        self._data.write(TRAILER.pack(len(sealed), PACK_MAGIC))
+        data = self._data.getvalue()
+        self._data = io.BytesIO()  # drop the shared buffer: a later write would copy it
         return content_hash(data), data
+
+
+def record_ids(records: bytes | bytearray) -> Iterator[bytes]:
+    """The blob ids of packed ENTRY records."""
+    return map(itemgetter(0), ENTRY_ID.iter_unpack(records))
 
 
 def header_span(pack_size: int, trailer: bytes) -> tuple[int, int]:

@@ -1,0 +1,86 @@
+"""PackBuilder: the layout it writes, its entries, and that a pack is never held twice."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import pytest
+
+from roost.engine.crypto import Key, MasterKey, content_hash
+from roost.engine.pack import (
+    DATA_BLOB,
+    ENTRY,
+    TREE_BLOB,
+    BlobEntry,
+    PackBuilder,
+    read_pack_entries,
+    record_ids,
+)
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def key() -> Key:
+    return Key(MasterKey.generate())
+
+
+def test_blobs_and_segments_land_where_the_entries_say(key: Key) -> None:
+    builder = PackBuilder()
+    builder.add(TREE_BLOB, b"t" * 32, b"tree-bytes", 30, 1)
+    segment = b"first" + b"second!"
+    builder.add_segment(
+        segment, [(DATA_BLOB, b"a" * 32, 5, 50, 1), (DATA_BLOB, b"b" * 32, 7, 7, 0)]
+    )
+    assert (builder.size, builder.raw_size) == (22, 87)
+    expected = [
+        BlobEntry(TREE_BLOB, b"t" * 32, 0, 10, 30, 1),
+        BlobEntry(DATA_BLOB, b"a" * 32, 10, 5, 50, 1),
+        BlobEntry(DATA_BLOB, b"b" * 32, 15, 7, 7, 0),
+    ]
+    assert builder.entries == expected
+    assert list(record_ids(builder.records)) == [e.id for e in expected]
+
+    pack_id, data = builder.finish(key)
+    assert type(data) is bytes and pack_id == content_hash(data)
+    assert data[:22] == b"tree-bytes" + segment
+    assert read_pack_entries(key, data) == expected
+    assert bytes(builder.records) == b"".join(
+        ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression) for e in expected
+    )
+
+
+def test_a_segment_that_does_not_match_its_blobs_changes_nothing() -> None:
+    builder = PackBuilder()
+    with pytest.raises(ValueError):
+        builder.add_segment(b"12345", [(DATA_BLOB, b"a" * 32, 4, 4, 0)])
+    assert (builder.size, builder.raw_size, builder.entries) == (0, 0, [])
+
+
+def test_segments_may_be_memoryview_slices(key: Key) -> None:
+    segment = os.urandom(1000)
+    builder = PackBuilder()
+    view = memoryview(segment)
+    builder.add_segment(view[:400], [(DATA_BLOB, b"a" * 32, 400, 400, 0)])
+    builder.add_segment(view[400:], [(DATA_BLOB, b"b" * 32, 600, 600, 0)])
+    _, data = builder.finish(key)
+    assert data[:1000] == segment
+
+
+def test_finishing_a_pack_makes_no_second_copy_of_it(key: Key) -> None:
+    tracemalloc.start()
+    try:
+        builder = PackBuilder()
+        for number in range(8):
+            segment = os.urandom(2 * MIB)  # the caller lets go of each once it is in the pack
+            builder.add_segment(segment, [(DATA_BLOB, bytes([number]) * 32, 2 * MIB, 2 * MIB, 0)])
+        del segment
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        _, data = builder.finish(key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(data) > 16 * MIB and before > 16 * MIB
+    assert peak - before < 3 * MIB  # joining the pieces used to allocate all 16 MiB again
