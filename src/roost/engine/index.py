@@ -18,6 +18,7 @@ tombstoned blob stays in its pack until a later prune proves nobody can still ne
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import zstandard
 
 from roost.engine.crypto import Key, content_hash
-from roost.engine.pack import ENTRY, BlobEntry
+from roost.engine.pack import ENTRY, BlobEntry, record_ids
 from roost.errors import CorruptObject, UnsupportedFormat
 
 INDEX_MAGIC = b"RIX1"
@@ -33,6 +34,12 @@ INDEX_AAD = b"index"
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _TOMB = struct.Struct("<32s32sQ")
+ID_SIZE = 32
+_SIZE = ENTRY.size
+_ID_AT = 1  # where the blob id starts in a pack.ENTRY record
+_FIELDS = struct.Struct("<B32xQIIB")  # the rest: type, offset, length, raw_length, compression
+_MIN_TABLE = 16
+_WIDE = 1 << 32  # from this size of the records on, the table needs 8-byte slots
 
 
 class Location(NamedTuple):
@@ -51,19 +58,25 @@ class IndexFile:
     packs: dict[bytes, list[BlobEntry]] = field(default_factory=dict)
     tombstones: list[tuple[bytes, bytes, int]] = field(default_factory=list)
     supersedes: list[bytes] = field(default_factory=list)
+    # More packs, their entries as packed ENTRY records (a pack header's, as a backup has
+    # them): no BlobEntry per blob for the packs waiting for a checkpoint.
+    packed: dict[bytes, bytes] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
-        return not (self.packs or self.tombstones or self.supersedes)
+        return not (self.packs or self.packed or self.tombstones or self.supersedes)
 
     def encode(self, key: Key) -> tuple[str, bytes]:
         """Return (storage key, encrypted bytes)."""
-        parts = [INDEX_MAGIC, _U64.pack(self.created_ns), _U32.pack(len(self.packs))]
+        count = len(self.packs) + len(self.packed)
+        parts = [INDEX_MAGIC, _U64.pack(self.created_ns), _U32.pack(count)]
         for pack_id, entries in self.packs.items():
             parts += [pack_id, _U32.pack(len(entries))]
             parts += [
                 ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
                 for e in entries
             ]
+        for pack_id, records in self.packed.items():
+            parts += [pack_id, _U32.pack(len(records) // ENTRY.size), records]
         parts.append(_U32.pack(len(self.tombstones)))
         parts += [_TOMB.pack(*tomb) for tomb in self.tombstones]
         parts.append(_U32.pack(len(self.supersedes)))
@@ -139,93 +152,241 @@ class _Reader:
 
 
 class MasterIndex:
-    """All index files merged; answers 'where is blob X' for backup, restore and check."""
+    """All index files merged; answers 'where is blob X' for backup, restore and check.
+
+    Compact, because a backup holds the whole index in memory (a million blobs for a million
+    small files): every location is its pack.ENTRY record (50 bytes) in one bytearray, in the
+    order blob ids were first seen, plus its pack as a number (4 bytes). An open-addressing
+    hash table finds a blob's first record: it holds where the record's id starts in the
+    bytearray (never 0, which marks a free slot), 4-16 bytes a blob. That is 60-70 bytes a
+    blob, where a dict of ``Location`` tuples took ~280 (a bytes key, a tuple and three ints
+    each); ``Location`` objects are made only when asked for.
+
+    A blob stored in several packs has its later locations in ``_more``, and tombstoned
+    locations are in ``_tombs``: both are rare, and only a prune makes many of them.
+
+    One writer at a time (the caller's lock); readers may run meanwhile: a record is appended
+    before the table points to it, and a grown table replaces the old one in one assignment.
+    """
 
     def __init__(self) -> None:
-        self._first: dict[bytes, Location] = {}
-        self._more: dict[bytes, list[Location]] = {}
+        self._records = bytearray()  # pack.ENTRY records
+        self._pack_of = array("I")  # record number -> pack number
+        self._pack_ids: list[bytes] = []  # pack number -> pack id
+        self._pack_nos: dict[bytes, int] = {}
+        self._table = array("I", bytes(4 * _MIN_TABLE))
+        self._count = 0
+        self._more: dict[bytes, list[int]] = {}  # blob id -> its other records, oldest first
+        self._secondary: set[int] = set()  # records that are no blob's first record
+        self._tombs: dict[int, int] = {}  # record number -> tombstoned_ns
+        # The Locations locations() made, handed out again while their record is unchanged:
+        # prune tells the copy it keeps from the others by identity (``loc is not keep``).
+        self._handed_out: dict[int, Location] = {}
         self.index_ids: set[bytes] = set()
 
     def __len__(self) -> int:
-        return len(self._first)
+        return self._count
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _first(self, blob_id: bytes) -> int:
+        """The blob's first record number, or -1. Kept short: it runs for every chunk."""
+        table = self._table
+        mask = len(table) - 1
+        slot = hash(blob_id) & mask
+        records = self._records
+        while at := table[slot]:
+            # the length check only matters for a shorter id, which could match a prefix
+            if records.startswith(blob_id, at) and len(blob_id) == ID_SIZE:
+                return at // _SIZE
+            slot = (slot + 1) & mask
+        return -1
+
+    def _location(self, record: int) -> Location:
+        kind, offset, length, raw_length, method = _FIELDS.unpack_from(
+            self._records, record * _SIZE
+        )
+        pack = self._pack_ids[self._pack_of[record]]
+        tomb = self._tombs.get(record, 0)
+        # tuple.__new__: Location(...) without its Python-level __new__
+        return tuple.__new__(Location, (pack, kind, offset, length, raw_length, method, tomb))
 
     def locations(self, blob_id: bytes) -> list[Location]:
-        first = self._first.get(blob_id)
-        if first is None:
+        """Every location of the blob, the first one seen first; the same objects each time."""
+        first = self._first(blob_id)
+        if first < 0:
             return []
-        return [first, *self._more.get(blob_id, ())]
+        return [self._handed(r) for r in (first, *self._more.get(blob_id, ()))]
+
+    def _handed(self, record: int) -> Location:
+        location = self._handed_out.get(record)
+        if location is None:
+            location = self._handed_out[record] = self._location(record)
+        return location
 
     def live(self, blob_id: bytes) -> Location | None:
         """A location a backup may dedup against (not tombstoned)."""
-        first = self._first.get(blob_id)
-        if first is not None and not first.tombstoned_ns:
+        record = self._live(blob_id, self._first(blob_id))
+        return None if record < 0 else self._location(record)
+
+    def is_live(self, blob_id: bytes) -> bool:
+        """Whether ``live(blob_id)`` would find one, without making the Location."""
+        first = self._first(blob_id)
+        if first < 0:
+            return False
+        return first not in self._tombs or self._live(blob_id, first) >= 0
+
+    def _live(self, blob_id: bytes, first: int) -> int:
+        tombs = self._tombs
+        if first < 0 or first not in tombs:
             return first
-        return next((loc for loc in self._more.get(blob_id, ()) if not loc.tombstoned_ns), None)
+        return next((r for r in self._more.get(blob_id, ()) if r not in tombs), -1)
 
     def find(self, blob_id: bytes) -> Location | None:
         """Any location to read from, live ones first."""
-        return self.live(blob_id) or self._first.get(blob_id)
+        first = self._first(blob_id)
+        if first < 0:
+            return None
+        live = self._live(blob_id, first)
+        return self._location(first if live < 0 else live)
 
     def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self._first
+        return isinstance(blob_id, bytes) and self._first(blob_id) >= 0
 
     def blob_ids(self) -> Iterator[bytes]:
-        return iter(self._first)
+        """Every blob id, in the order first seen; safe to run while blobs are added."""
+        secondary = self._secondary
+        step = 4096 * _SIZE  # copied at a time: an export would keep the buffer from growing
+        for start in range(0, len(self._records), step):
+            chunk = self._records[start : start + step]
+            for record, blob_id in enumerate(record_ids(chunk), start // _SIZE):
+                if record not in secondary:
+                    yield blob_id
 
     def packs(self) -> set[bytes]:
-        found = {loc.pack for loc in self._first.values()}
-        for extra in self._more.values():
-            found.update(loc.pack for loc in extra)
-        return found
+        return set(self._pack_ids)
+
+    # -- adding -------------------------------------------------------------------------
 
     def add_pack(self, pack_id: bytes, entries: Iterable[BlobEntry]) -> None:
-        for e in entries:
-            loc = Location(pack_id, e.type, e.offset, e.length, e.raw_length, e.compression)
-            self._put(e.id, loc)
+        packed = [
+            ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression)
+            for e in entries
+        ]
+        self.add_pack_records(pack_id, b"".join(packed))
 
-    def _add_packed(self, pack_id: bytes, records: bytes) -> None:
-        """``add_pack`` for packed ENTRY records, without a BlobEntry per blob."""
-        first = self._first
-        new = tuple.__new__  # Location(...) without its Python-level __new__
-        for blob_type, blob_id, offset, length, raw_length, compression in ENTRY.iter_unpack(
-            records
-        ):
-            loc = new(Location, (pack_id, blob_type, offset, length, raw_length, compression, 0))
-            old = first.get(blob_id)
-            if old is None or old.pack == pack_id:
-                first[blob_id] = loc
+    def add_pack_records(self, pack_id: bytes, records: bytes) -> None:
+        """``add_pack`` for packed ENTRY records, as index files and pack headers hold them.
+
+        A blob seen before keeps its first location; the same pack's is replaced (and so
+        revived), another pack's is added to its list.
+        """
+        count = len(records) // _SIZE
+        if not count:
+            return
+        pack_no = self._pack_nos.get(pack_id)
+        if pack_no is None:
+            pack_no = self._pack_nos[pack_id] = len(self._pack_ids)
+            self._pack_ids.append(pack_id)
+        base = len(self._records)
+        self._reserve(self._count + count, base + len(records))
+        self._records += records  # in one piece; the few blobs known already are handled below
+        self._pack_of.extend(array("I", (pack_no,)) * count)
+        table = self._table
+        mask = len(table) - 1
+        # the ids' hash slots are computed by C loops; Python only probes and stores
+        slots = map(mask.__and__, map(hash, record_ids(records)))
+        known = 0
+        for at, slot in zip(range(base + _ID_AT, base + len(records), _SIZE), slots, strict=True):
+            if table[slot]:
+                known += self._insert(at, slot)
             else:
-                self._put(blob_id, loc)
+                table[slot] = at
+        self._count += count - known
+
+    def _insert(self, at: int, slot: int) -> int:
+        """Put the record whose id starts at ``at`` in the table; 1 if its blob was known."""
+        table = self._table
+        mask = len(table) - 1
+        records = self._records
+        blob_id = bytes(records[at : at + ID_SIZE])
+        while other := table[slot]:
+            if records.startswith(blob_id, other):
+                self._known(blob_id, other // _SIZE, at // _SIZE)
+                return 1
+            slot = (slot + 1) & mask
+        table[slot] = at
+        return 0
+
+    def _known(self, blob_id: bytes, first: int, record: int) -> None:
+        self._secondary.add(record)
+        pack_no = self._pack_of[record]
+        for old in (first, *self._more.get(blob_id, ())):
+            if self._pack_of[old] == pack_no:
+                new = self._records[record * _SIZE : (record + 1) * _SIZE]
+                self._records[old * _SIZE : (old + 1) * _SIZE] = new
+                self._tombs.pop(old, None)
+                self._handed_out.pop(old, None)
+                return  # the new record stays unused
+        self._more.setdefault(blob_id, []).append(record)
 
     def tombstone(self, pack_id: bytes, blob_id: bytes, when_ns: int) -> None:
-        for loc in self.locations(blob_id):
-            if loc.pack == pack_id:
-                self._put(blob_id, loc._replace(tombstoned_ns=when_ns))
-
-    def _put(self, blob_id: bytes, loc: Location) -> None:
-        first = self._first.get(blob_id)
-        if first is None or first.pack == loc.pack:
-            self._first[blob_id] = loc
+        pack_no = self._pack_nos.get(pack_id)
+        first = self._first(blob_id)
+        if pack_no is None or first < 0:
             return
-        extra = self._more.setdefault(blob_id, [])
-        for i, other in enumerate(extra):
-            if other.pack == loc.pack:
-                extra[i] = loc
-                return
-        extra.append(loc)
+        for record in (first, *self._more.get(blob_id, ())):
+            if self._pack_of[record] == pack_no:
+                self._tombs[record] = when_ns
+                self._handed_out.pop(record, None)
+
+    def _reserve(self, count: int, records_size: int) -> None:
+        """Grow the table to keep it at most half full with ``count`` ids in it."""
+        size = len(self._table)
+        wide = records_size >= _WIDE  # offsets past 4 GiB (85 million records) need 8 bytes
+        if count * 2 <= size and (self._table.typecode == "Q" or not wide):
+            return
+        while count * 2 > size:
+            size *= 2
+        table = array("Q" if wide else "I", bytes(8 * size if wide else 4 * size))
+        mask = size - 1
+        secondary = self._secondary
+        ids = record_ids(self._records)
+        for record, blob_id in enumerate(ids):
+            if record not in secondary:
+                slot = hash(blob_id) & mask
+                while table[slot]:
+                    slot = (slot + 1) & mask
+                table[slot] = record * _SIZE + _ID_AT
+        self._table = table
 
     def merge(self, files: Mapping[bytes, IndexFile | IndexEvents]) -> None:
         """Apply index files as events, oldest first, skipping superseded ones."""
         superseded = {old for f in files.values() for old in f.supersedes}
         ordered = sorted((f.created_ns, fid) for fid, f in files.items() if fid not in superseded)
+        self._reserve_for([files[fid] for _, fid in ordered])
         for _, fid in ordered:
             f = files[fid]
             if isinstance(f, IndexEvents):
                 for pack_id, records in f.packs.items():
-                    self._add_packed(pack_id, records)
+                    self.add_pack_records(pack_id, records)
             else:
                 for pack_id, entries in f.packs.items():
                     self.add_pack(pack_id, entries)
+                for pack_id, records in f.packed.items():
+                    self.add_pack_records(pack_id, records)
             for pack_id, blob_id, when in f.tombstones:
                 self.tombstone(pack_id, blob_id, when)
         self.index_ids.update(files)
+
+    def _reserve_for(self, files: list[IndexFile | IndexEvents]) -> None:
+        """Size the table once for everything ``files`` list, instead of growing it per pack."""
+        size = 0
+        for f in files:
+            if isinstance(f, IndexEvents):
+                size += sum(len(records) for records in f.packs.values())
+            else:
+                size += _SIZE * sum(len(entries) for entries in f.packs.values())
+                size += sum(len(records) for records in f.packed.values())
+        count = size // _SIZE
+        self._reserve(self._count + count, len(self._records) + size)
