@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 from roost.engine import compress
 from roost.engine.index import IndexFile, MasterIndex
-from roost.engine.pack import DATA_BLOB, PackBuilder, blob_aad, pack_key
+from roost.engine.pack import DATA_BLOB, PackBuilder, blob_aad, pack_key, record_ids
 from roost.engine.repository import Repository
 from roost.errors import ObjectExists
+
+MAX_STORING = 2  # full packs being stored at once, at most (see BlobSaver._builder)
 
 
 @dataclass
@@ -59,8 +61,12 @@ class BlobSaver:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="roost-saver")
         self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 2)
         self._lock = threading.Lock()
+        # Claimed blobs not yet in the index (it answers for them once their pack is stored):
+        # bounded by the open and uploading packs, not the size of the backup.
         self._seen: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
+        self._storing = 0  # full packs handed to storage, not stored yet
+        self._stored = threading.Condition(self._lock)
         self._pending_index = IndexFile(created_ns=0)
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = checkpoint_seconds
@@ -73,9 +79,7 @@ class BlobSaver:
 
     def has_live(self, blob_id: bytes | None) -> bool:
         """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
-        return blob_id is not None and (
-            blob_id in self._seen or self.index.live(blob_id) is not None
-        )
+        return blob_id is not None and (blob_id in self._seen or self.index.is_live(blob_id))
 
     def _claim(self, blob_id: bytes, raw_length: int) -> bool:
         """Count the blob; True if this backup must store it."""
@@ -150,15 +154,16 @@ class BlobSaver:
         The segment goes into the open pack in as few pieces as the pack size allows.
         """
         self._raise_if_failed()
+        view = memoryview(segment)  # slices of it are not copies
         start = 0
         while blobs:
             full: PackBuilder | None = None
             with self._lock:
-                builder = self._open.setdefault(DATA_BLOB, PackBuilder())
+                builder = self._builder(DATA_BLOB)
                 count, length = _fitting(blobs, self.repo.config.pack_size - builder.size)
-                builder.add_segment(segment[start : start + length], blobs[:count])
+                builder.add_segment(view[start : start + length], blobs[:count])
                 if builder.size >= self.repo.config.pack_size:
-                    full = self._open.pop(DATA_BLOB)
+                    full = self._full(DATA_BLOB)
             if full is not None:
                 self._upload(full)
             blobs, start = blobs[count:], start + length
@@ -173,35 +178,66 @@ class BlobSaver:
     ) -> None:
         full: PackBuilder | None = None
         with self._lock:
-            builder = self._open.setdefault(blob_type, PackBuilder())
+            builder = self._builder(blob_type)
             builder.add(blob_type, blob_id, sealed, raw_length, method)
             if builder.size >= self.repo.config.pack_size:
-                full = self._open.pop(blob_type)
+                full = self._full(blob_type)
         if full is not None:
             self._upload(full)
 
+    def _builder(self, blob_type: int) -> PackBuilder:
+        """The open pack of ``blob_type`` (with the lock held).
+
+        A new pack is started only while fewer than MAX_STORING full ones are being stored,
+        so a slow storage holds back the backup instead of piling up 16 MiB packs in memory
+        (one filling while one is stored is what keeps both going).
+        """
+        builder = self._open.get(blob_type)
+        if builder is None:
+            while self._storing >= MAX_STORING:
+                self._stored.wait()
+            builder = self._open.setdefault(blob_type, PackBuilder())
+        return builder
+
+    def _full(self, blob_type: int) -> PackBuilder:
+        """Take the open pack of ``blob_type`` to be stored (with the lock held)."""
+        self._storing += 1
+        return self._open.pop(blob_type)
+
     def _upload(self, builder: PackBuilder) -> None:
-        pack_id, data = builder.finish(self.repo.key)
-        # identical content may already be stored: packs are content-addressed
-        with contextlib.suppress(ObjectExists):
-            self.repo.backend.put(pack_key(pack_id), data)
+        """Store a pack counted in ``_storing`` and index it."""
+        try:
+            pack_id, size = self._store(builder)
+        finally:
+            with self._lock:
+                self._storing -= 1
+                self._stored.notify_all()
+        records = bytes(builder.records)
         with self._lock:
-            self.stats.bytes_stored += len(data)
+            self.stats.bytes_stored += size
             self.stats.packs_written += 1
-            self.index.add_pack(pack_id, builder.entries)
-            self._pending_index.packs[pack_id] = builder.entries
-            self._backlog -= sum(entry.raw_length for entry in builder.entries)
+            self.index.add_pack_records(pack_id, records)
+            self._seen.difference_update(record_ids(records))  # the index knows them now
+            self._pending_index.packed[pack_id] = records
+            self._backlog -= builder.raw_size
             backlog = self._backlog
             due = self._checkpoint_due()
         self._report_backlog(backlog)
         if self._on_pack is not None:
-            self._on_pack(len(data))
+            self._on_pack(size)
         if due:
             self.checkpoint()
 
+    def _store(self, builder: PackBuilder) -> tuple[bytes, int]:
+        pack_id, data = builder.finish(self.repo.key)
+        # identical content may already be stored: packs are content-addressed
+        with contextlib.suppress(ObjectExists):
+            self.repo.backend.put(pack_key(pack_id), data)
+        return pack_id, len(data)
+
     def _checkpoint_due(self) -> bool:
         waited = time.monotonic() - self._last_checkpoint
-        pending = len(self._pending_index.packs)
+        pending = len(self._pending_index.packed)
         return pending >= self._checkpoint_packs or (
             pending > 0 and waited >= self._checkpoint_seconds
         )
@@ -211,7 +247,7 @@ class BlobSaver:
         with self._lock:
             pending, self._pending_index = self._pending_index, IndexFile(created_ns=0)
             self._last_checkpoint = time.monotonic()
-        if not pending.packs:
+        if pending.is_empty():
             return
         pending.created_ns = time.time_ns()
         self.repo.write_index_file(pending)
@@ -236,7 +272,9 @@ class BlobSaver:
             leftovers = list(self._open.values())
             self._open.clear()
         for builder in leftovers:
-            if builder.entries:
+            if builder.records:
+                with self._lock:
+                    self._storing += 1
                 self._upload(builder)
         self.checkpoint()
 
