@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import pickle
 import stat
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,6 +52,7 @@ _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
+SEGMENT_BUFFER = 1024 * 1024  # the smallest segment buffer kept (see BatchScanner.seal)
 
 # what became of one file of a batch
 EXCLUDED = 0  # larger than the exclude size limit
@@ -146,6 +148,7 @@ class BatchScanner:
         )
         self._held: dict[int, dict[bytes, tuple[int, bytes]]] = {}
         self._file_bytes = 0  # read so far from the file being scanned
+        self._buffers = threading.local()
 
     def scan(self, batch: int, items: list[ScanItem]) -> tuple[list[FileResult], list[Candidate]]:
         """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
@@ -164,7 +167,11 @@ class BatchScanner:
         return results, [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
 
     def seal(self, batch: int, wanted: list[bytes]) -> tuple[memoryview, list[SegmentEntry]]:
-        """Compress and encrypt the wanted blobs of a scanned batch into one segment."""
+        """Compress and encrypt the wanted blobs of a scanned batch into one segment.
+
+        The segment is a view of a buffer the next ``seal`` on this thread reuses: send or
+        copy it first.
+        """
         found = self._held.pop(batch)
         payloads: list[tuple[int, bytes, int, int, bytes | memoryview]] = []
         size = 0
@@ -174,7 +181,7 @@ class BatchScanner:
             payloads.append((kind, blob_id, len(data), method, payload))
             size += len(payload) + OVERHEAD
         # each blob is encrypted straight into its place: no copy per blob, none to join
-        view = memoryview(bytearray(size))
+        view = self._segment_buffer(size)
         entries: list[SegmentEntry] = []
         offset = 0
         for kind, blob_id, raw_length, method, payload in payloads:
@@ -182,6 +189,17 @@ class BatchScanner:
             entries.append((kind, blob_id, length, raw_length, method))
             offset += length
         return view, entries
+
+    def _segment_buffer(self, size: int) -> memoryview:
+        """A buffer for one segment, reused by this thread's next batch.
+
+        A segment is sent (or, on a thread, packed) before its thread seals another batch;
+        a new zero-filled ``bytearray`` per batch cost a memset and fresh pages every time.
+        """
+        buffer: bytearray | None = getattr(self._buffers, "segment", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self._buffers.segment = bytearray(max(size, SEGMENT_BUFFER))
+        return memoryview(buffer)[:size]
 
     def scan_one(
         self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None
