@@ -10,7 +10,9 @@ chunks). For each batch:
 * every chunk is decrypted, decompressed and verified against its keyed id, as always;
 * each file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` and its metadata is applied
   through the open descriptor (owner, xattrs, mode, times: the order of
-  :func:`roost.engine.fsmeta.apply_metadata`), which saves a path lookup per step;
+  :func:`roost.engine.fsmeta.apply_metadata`), which saves a path lookup per step; the
+  restorer leaves out the owner and mode when the file is created with them already (the
+  job says so, see :data:`FileJob`), which saves two system calls per file;
 * a file that cannot be written completely is removed, never left truncated.
 
 A batch reports one :data:`FileOutcome` per file; the restorer, in its main thread, counts
@@ -51,12 +53,14 @@ BATCH_BYTES = 16 * 1024 * 1024  # raw content size of one batch (a bigger file i
 # compression method)
 Chunk = tuple[bytes, str, int, int, int, int, int]
 
-# A file to write: (path, size, mode, owner (uid, gid) or None, atime_ns, mtime_ns, xattrs,
-# extents or None, chunks)
+# A file to write: (path, size, the mode to create it with, the mode to set after the owner
+# and xattrs or None (created with it), the owner (uid, gid) to set or None (it has it, or
+# owners are not restored), atime_ns, mtime_ns, xattrs, extents or None, chunks)
 FileJob = tuple[
     bytes,
     int,
     int,
+    int | None,
     tuple[int, int] | None,
     int,
     int,
@@ -99,7 +103,7 @@ class _Reads:
         self._range_of: list[int] = []
         pack, start, end = "", 0, 0
         for job in jobs:
-            for _id, key_, _type, offset, length, _raw, _comp in job[8]:
+            for _id, key_, _type, offset, length, _raw, _comp in job[9]:
                 if (
                     self._ranges
                     and key_ == pack
@@ -169,9 +173,9 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _write_one(reads: _Reads, job: FileJob) -> FileOutcome:
-    path, size, _mode, _owner, _atime, _mtime, _xattrs, extents, chunks = job
+    path, size, create_mode, _mode, _owner, _atime, _mtime, _xattrs, extents, chunks = job
     try:
-        fd = os.open(path, _CREATE, 0o600)
+        fd = os.open(path, _CREATE, create_mode)
     except FileExistsError:
         reads.skip(len(chunks))
         return EXISTS, 0, []
@@ -181,11 +185,14 @@ def _write_one(reads: _Reads, job: FileJob) -> FileOutcome:
     done = 0
     written = 0
     try:
-        writer = ExtentWriter(fd, extents)
+        writer = None if extents is None else ExtentWriter(fd, extents)
         for chunk in chunks:
             data = reads.next(chunk)
             done += 1
-            writer.write(data)
+            if writer is None:  # dense: back to back
+                _pwrite_all(fd, data, written)
+            else:
+                writer.write(data)
             written += len(data)
         if extents is not None or written != size:
             os.ftruncate(fd, size)  # recreates trailing holes, too
@@ -207,8 +214,9 @@ def _write_one(reads: _Reads, job: FileJob) -> FileOutcome:
 
 
 def _apply_metadata(fd: int, job: FileJob) -> list[str]:
-    """fsmeta.apply_metadata through the descriptor: owner, xattrs, mode, times."""
-    path, _size, mode, owner, atime_ns, mtime_ns, xattrs, _extents, _chunks = job
+    """fsmeta.apply_metadata through the descriptor: owner, xattrs, mode, times (owner and
+    mode only when the job asks for them)."""
+    path, _size, _create_mode, mode, owner, atime_ns, mtime_ns, xattrs, _extents, _chunks = job
     warnings: list[str] = []
     if owner is not None:
         try:
@@ -220,10 +228,11 @@ def _apply_metadata(fd: int, job: FileJob) -> list[str]:
             os.setxattr(fd, name, value)
         except OSError as exc:
             warnings.append(meta_warning(path, f"set xattr {name!r}", exc))
-    try:
-        os.fchmod(fd, mode)
-    except OSError as exc:
-        warnings.append(meta_warning(path, f"set mode {mode:04o}", exc))
+    if mode is not None:
+        try:
+            os.fchmod(fd, mode)
+        except OSError as exc:
+            warnings.append(meta_warning(path, f"set mode {mode:04o}", exc))
     try:
         os.utime(fd, ns=(atime_ns, mtime_ns))
     except OSError as exc:
