@@ -102,7 +102,10 @@ class PackBuilder:
     def add_segment(
         self, segment: bytes | memoryview, blobs: list[tuple[int, bytes, int, int, int]]
     ) -> None:
-        """Append encrypted blobs laid end to end: (type, id, length, raw length, method)."""
+        """Append encrypted blobs laid end to end: (type, id, length, raw length, method).
+
+        The bytes are copied into the pack: the caller may reuse its buffer at once.
+        """
         if sum(blob[2] for blob in blobs) != len(segment):
             raise ValueError("segment length does not match its blobs")
         offset = self.size

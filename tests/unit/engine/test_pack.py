@@ -68,6 +68,15 @@ def test_segments_may_be_memoryview_slices(key: Key) -> None:
     assert data[:1000] == segment
 
 
+def test_a_segment_buffer_may_be_reused_once_added(key: Key) -> None:
+    buffer = bytearray(b"a" * 100)
+    builder = PackBuilder()
+    builder.add_segment(memoryview(buffer), [(DATA_BLOB, b"a" * 32, 100, 100, 0)])
+    buffer[:] = b"b" * 100  # a worker's thread seals its next batch into the same buffer
+    _, data = builder.finish(key)
+    assert data[:100] == b"a" * 100
+
+
 def test_finishing_a_pack_makes_no_second_copy_of_it(key: Key) -> None:
     tracemalloc.start()
     try:
