@@ -360,8 +360,14 @@ class MasterIndex:
                 table[slot] = record * _SIZE + _ID_AT
         self._table = table
 
-    def merge(self, files: Mapping[bytes, IndexFile | IndexEvents]) -> None:
-        """Apply index files as events, oldest first, skipping superseded ones."""
+    def merge(
+        self, files: Mapping[bytes, IndexFile | IndexEvents], *, consume: bool = False
+    ) -> None:
+        """Apply index files as events, oldest first, skipping superseded ones.
+
+        With ``consume``, the records of each IndexEvents are dropped once merged, for a
+        caller that decoded the files only for this: they need not all wait for the last.
+        """
         superseded = {old for f in files.values() for old in f.supersedes}
         ordered = sorted((f.created_ns, fid) for fid, f in files.items() if fid not in superseded)
         self._reserve_for([files[fid] for _, fid in ordered])
@@ -370,6 +376,8 @@ class MasterIndex:
             if isinstance(f, IndexEvents):
                 for pack_id, records in f.packs.items():
                     self.add_pack_records(pack_id, records)
+                if consume:
+                    f.packs.clear()
             else:
                 for pack_id, entries in f.packs.items():
                     self.add_pack(pack_id, entries)

@@ -19,11 +19,11 @@ import contextlib
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from roost.engine import compress, keys
 from roost.engine.crypto import Key, MasterKey, content_hash
@@ -48,6 +48,7 @@ CONFIG_AAD = b"config"
 MiB = 1024 * 1024
 TREE_WINDOW = 1 * MiB  # tree blobs are read in aligned windows of their pack ...
 TREE_WINDOWS = 8  # ... of which this many recent ones are kept (8 MiB)
+_Decoded = TypeVar("_Decoded", IndexFile, IndexEvents)
 
 
 @dataclass(frozen=True)
@@ -217,19 +218,24 @@ class Repository:
         return self._index
 
     def read_index_files(self) -> dict[bytes, IndexFile]:
-        return {
-            fid: IndexFile.decode(self.key, sealed, what)
-            for fid, (sealed, what) in self._read_sealed_index_files().items()
-        }
+        return self._read_index_files(IndexFile.decode)
 
-    def _read_sealed_index_files(self) -> dict[bytes, tuple[bytes, str]]:
+    def _read_index_files(
+        self, decode: Callable[[Key, bytes, str], _Decoded]
+    ) -> dict[bytes, _Decoded]:
+        """Every index file, each decoded as soon as it is read (the stored bytes go then)."""
         names = [info.key for info in self.backend.list("index/")]
+
+        def read(name: str) -> tuple[bytes, _Decoded | None]:
+            fid, _, data = self._read_index_file(name)
+            return fid, None if data is None else decode(self.key, data, f"index file {name}")
+
         if len(names) <= 1:  # no thread pool for a single file
-            loaded = [self._read_index_file(name) for name in names]
+            loaded = [read(name) for name in names]
         else:
             with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-                loaded = list(pool.map(self._read_index_file, names))
-        return {fid: (data, f"index file {name}") for fid, name, data in loaded if data is not None}
+                loaded = list(pool.map(read, names))
+        return {fid: decoded for fid, decoded in loaded if decoded is not None}
 
     def _read_index_file(self, name: str) -> tuple[bytes, str, bytes | None]:
         try:
@@ -249,12 +255,8 @@ class Repository:
 
     def load_index(self) -> MasterIndex:
         index = MasterIndex()
-        index.merge(
-            {
-                fid: IndexEvents.decode(self.key, sealed, what)
-                for fid, (sealed, what) in self._read_sealed_index_files().items()
-            }
-        )
+        # consume: each file's records go once merged, not after the whole index is built
+        index.merge(self._read_index_files(IndexEvents.decode), consume=True)
         self._index = index
         self._index_generation += 1
         return index

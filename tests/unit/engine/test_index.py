@@ -202,3 +202,27 @@ def test_locations_hands_out_the_same_objects_until_the_location_changes() -> No
     assert tombstoned.tombstoned_ns == 7 and tombstoned is not first and same is second
     index.add_pack(a, [BlobEntry(DATA_BLOB, blob, 3, 10, 20, 1)])
     assert index.locations(blob)[0] == Location(a, DATA_BLOB, 3, 10, 20, 1)
+
+
+def test_loading_many_index_files_consumes_each_once_merged() -> None:
+    repo, _ = Repository.init(MemoryBackend(), "pw", kdf=WEAK)
+    rng = random.Random(6)
+    blobs = [rng.randbytes(32) for _ in range(50)]
+    for number in range(10):  # overlapping files: blobs listed again, in other packs too
+        pack = bytes([number % 4]) * 32
+        entries = [_entry(rng, blob) for blob in rng.sample(blobs, 12)]
+        repo.write_index_file(IndexFile(number, {pack: entries}, [(pack, blobs[number], 9)]))
+    files = repo.read_index_files()
+    expected = MasterIndex()
+    expected.merge(files)
+    events = {
+        fid: IndexEvents.decode(repo.key, repo.backend.get(f"index/{fid.hex()}")) for fid in files
+    }
+    consumed = MasterIndex()
+    consumed.merge(events, consume=True)
+    assert all(not e.packs for e in events.values())
+    loaded = repo.load_index()
+    for index in (consumed, loaded):
+        assert list(index.blob_ids()) == list(expected.blob_ids())
+        assert all(index.locations(b) == expected.locations(b) for b in blobs)
+        assert index.index_ids == set(files)
