@@ -6,8 +6,9 @@ worker threads (zstd and AES-GCM release the GIL); finished blobs go into one op
 blob type, and a full pack is uploaded by the worker that filled it. A semaphore bounds the
 blobs in flight, so memory stays bounded whatever the input.
 
-Checkpoints: every ``checkpoint_seconds`` (or ``checkpoint_packs`` packs) the packs uploaded so
-far get an index file, so after a crash the next backup finds their blobs and skips them.
+Checkpoints: every ``checkpoint_seconds`` (or ``checkpoint_packs`` packs, or
+``checkpoint_blobs`` blobs) the packs uploaded so far get an index file, so after a crash the
+next backup finds their blobs and skips them.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from dataclasses import dataclass
 
 from roost.engine import compress
 from roost.engine.index import IndexFile, MasterIndex
-from roost.engine.pack import DATA_BLOB, PackBuilder, blob_aad, pack_key, record_ids
+from roost.engine.pack import DATA_BLOB, ENTRY, PackBuilder, blob_aad, pack_key, record_ids
 from roost.engine.repository import Repository
 from roost.errors import ObjectExists
 
 MAX_STORING = 2  # full packs being stored at once, at most (see BlobSaver._builder)
+# Blobs an index file lists at most (3 MiB of records): with a million small files, 30 s of
+# packs made one index file of 40 MB that was held two or three times while it was encoded,
+# and again by every later backup while it loaded the index.
+CHECKPOINT_BLOBS = 65536
 
 
 @dataclass
@@ -51,6 +56,7 @@ class BlobSaver:
         max_in_flight: int | None = None,
         checkpoint_seconds: float = 30.0,
         checkpoint_packs: int = 32,
+        checkpoint_blobs: int = CHECKPOINT_BLOBS,
         on_pack: Callable[[int], None] | None = None,
         on_backlog: Callable[[int], None] | None = None,
     ) -> None:
@@ -68,9 +74,11 @@ class BlobSaver:
         self._storing = 0  # full packs handed to storage, not stored yet
         self._stored = threading.Condition(self._lock)
         self._pending_index = IndexFile(created_ns=0)
+        self._pending_blobs = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = checkpoint_seconds
         self._checkpoint_packs = checkpoint_packs
+        self._checkpoint_blobs = checkpoint_blobs
         self._error: BaseException | None = None
         self._futures: set[Future[None]] = set()
         self._on_pack = on_pack
@@ -219,6 +227,7 @@ class BlobSaver:
             self.index.add_pack_records(pack_id, records)
             self._seen.difference_update(record_ids(records))  # the index knows them now
             self._pending_index.packed[pack_id] = records
+            self._pending_blobs += len(records) // ENTRY.size
             self._backlog -= builder.raw_size
             backlog = self._backlog
             due = self._checkpoint_due()
@@ -238,14 +247,17 @@ class BlobSaver:
     def _checkpoint_due(self) -> bool:
         waited = time.monotonic() - self._last_checkpoint
         pending = len(self._pending_index.packed)
-        return pending >= self._checkpoint_packs or (
-            pending > 0 and waited >= self._checkpoint_seconds
+        return (
+            pending >= self._checkpoint_packs
+            or self._pending_blobs >= self._checkpoint_blobs
+            or (pending > 0 and waited >= self._checkpoint_seconds)
         )
 
     def checkpoint(self) -> None:
         """Write an index file for the packs uploaded since the last checkpoint."""
         with self._lock:
             pending, self._pending_index = self._pending_index, IndexFile(created_ns=0)
+            self._pending_blobs = 0
             self._last_checkpoint = time.monotonic()
         if pending.is_empty():
             return

@@ -64,6 +64,18 @@ def test_checkpoints_list_every_pack_and_blob(repo: Repository) -> None:
     assert all(repo.read_blob(tree) for tree in trees)
 
 
+def test_a_checkpoint_follows_once_checkpoint_blobs_blobs_are_stored(repo: Repository) -> None:
+    saver = BlobSaver(repo, repo.load_index(), workers=1, checkpoint_blobs=20)
+    segment, blobs = _sealed(50, 5_000)  # 14 blobs fill a pack
+    saver.claim_many([(DATA_BLOB, blob[1], 5_000) for blob in blobs])
+    saver.add_segment(segment, blobs)
+    saver.flush()
+    saver.close()
+    files = repo.read_index_files()
+    counts = sorted(sum(map(len, f.packs.values())) for f in files.values())
+    assert counts == [22, 28]  # 14 + 14 blobs reach 20; then 14 + the last 8 at the end
+
+
 class _SlowBackend(MemoryBackend):
     """Pack puts wait until released; records how many run at once."""
 
