@@ -9,6 +9,8 @@ the tools. That was the benchmark's doing, not the tools'.
 So each restore goes into its own file system: a sparse image under the tool's work folder,
 ``mkfs.ext4`` with the inode tables and journal written at once (no ``ext4lazyinit`` thread
 writing them during the timed restore), mounted on the restore target with ``mount -o loop``.
+It is sized like a roomy disk (see :func:`plan_image`), because a tight one made restores wait
+for the file system instead.
 Making, mounting, unmounting and deleting it are untimed. It is unmounted and deleted after
 the restore check, also on failure or Ctrl-C. Without root (or when making or mounting it
 fails) the restore goes into a plain directory as before, with a printed note, and the
@@ -31,8 +33,20 @@ from datasets import FileEntry
 
 BLOCK = 4096
 MiB = 2**20
+GiB = 2**30
 IMAGE_NAME = "restore.img"
-MKFS_OPTIONS = ["-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0"]
+JOURNAL_MIB = 1024  # what mke2fs gives a file system of 128 GiB or more
+MIN_IMAGE = 4 * GiB  # room for that journal (at most half the file system) and more
+MKFS_OPTIONS = [
+    "-q",
+    "-F",
+    "-m",
+    "0",
+    "-J",
+    f"size={JOURNAL_MIB}",
+    "-E",
+    "lazy_itable_init=0,lazy_journal_init=0",
+]
 UMOUNT_TRIES = 10  # a tool killed by Ctrl-C may hold the file system a moment longer
 
 
@@ -43,18 +57,24 @@ class ImagePlan:
 
 
 def plan_image(entries: list[FileEntry]) -> ImagePlan:
-    """Size and inode count of an image that holds the dataset with room to spare.
+    """Size and inode count of an image that holds the dataset like a roomy disk would.
 
-    Every file takes whole 4 KiB blocks (``small``'s million 1 KiB files need 4 GB); the
-    image is sparse, so the headroom costs no disk space. ext4's default of one inode per
-    16 KiB would be too few for ``small``, so the inode count is set from the tree.
+    Every file takes whole 4 KiB blocks (``small``'s million 1 KiB files need 4 GB). The
+    free space stays above three times the data: ext4 starts writing back, and makes writers
+    wait for it, once its free space is under twice the data still waiting for delayed
+    allocation (``ext4_nonda_switch``), which an image sized to the data made a restore of
+    ``source`` do (``wb_wait_for_completion``), and the journal is 1 GiB, as mke2fs makes
+    it for 128 GiB and more: the 64 MiB it gives a 2 GiB file system filled up during a
+    restore (``jbd2_log_wait_commit``). The image is sparse: the room costs no disk space.
+    ext4's default of one inode per 16 KiB would be too few for ``small``, so the inode
+    count is set from the tree.
     """
     data = sum(-(-entry.size // BLOCK) * BLOCK for entry in entries)
     dirs = _directories(entries)
     inodes = 2 * (len(entries) + dirs) + 16384
-    # headroom for metadata (256-byte inodes, directory blocks, the journal, extent blocks)
-    size = data + data // 4 + inodes * 256 + dirs * 4 * BLOCK + 512 * MiB
-    return ImagePlan(size_bytes=-(-size // MiB) * MiB, inodes=inodes)
+    # plus metadata: 256-byte inodes, directory blocks, the journal
+    size = 4 * data + inodes * 256 + dirs * 4 * BLOCK + (JOURNAL_MIB + 512) * MiB
+    return ImagePlan(size_bytes=max(MIN_IMAGE, -(-size // MiB) * MiB), inodes=inodes)
 
 
 def _directories(entries: list[FileEntry]) -> int:

@@ -23,7 +23,7 @@ def test_plan_counts_whole_blocks_and_sets_enough_inodes() -> None:
     # a million 1 KiB files: 4 GB of blocks, more inodes than ext4's 1 per 16 KiB would give
     entries = [FileEntry(f"d{i % 1000}/f{i}", 1024) for i in range(1_000_000)]
     plan = restoretarget.plan_image(entries)
-    assert plan.size_bytes >= 1_000_000 * 4096
+    assert plan.size_bytes >= 4 * 1_000_000 * 4096  # free space stays > 3 x the data
     assert plan.size_bytes % MiB == 0
     assert plan.inodes >= 1_000_000 + 1000
     assert plan.inodes > plan.size_bytes // (16 * 1024)
@@ -31,8 +31,14 @@ def test_plan_counts_whole_blocks_and_sets_enough_inodes() -> None:
 
 def test_plan_has_headroom_for_big_files() -> None:
     plan = restoretarget.plan_image([FileEntry("a/b/big", 4 * 2**30)])
-    assert plan.size_bytes >= 4 * 2**30 * 1.2
+    assert plan.size_bytes >= 4 * 4 * 2**30 + restoretarget.JOURNAL_MIB * MiB
     assert plan.inodes >= 2 * (1 + 2)  # the file and its two directories
+
+
+def test_a_small_plan_still_has_room_for_the_journal() -> None:
+    plan = restoretarget.plan_image([FileEntry("f", 1)])
+    assert plan.size_bytes >= 2 * restoretarget.JOURNAL_MIB * MiB  # mke2fs: <= half
+    assert plan.size_bytes == restoretarget.MIN_IMAGE
 
 
 def test_directories_counts_every_ancestor_once() -> None:
@@ -102,6 +108,7 @@ def test_failed_mount_falls_back_and_removes_the_image(
     assert [argv[0] for argv in ran] == ["mkfs.ext4", "mount"]  # no umount of what never was
     assert "-N" in ran[0] and "1000" in ran[0]
     assert "lazy_itable_init=0,lazy_journal_init=0" in ran[0]
+    assert f"size={restoretarget.JOURNAL_MIB}" in ran[0]
     assert not (tmp_path / restoretarget.IMAGE_NAME).exists()
     assert notes and "plain directory" in notes[0]
 
