@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,7 +101,7 @@ def _base_document(kind: str) -> dict[str, Any]:
 def make_passphrase_keyfile(master: MasterKey, passphrase: str, params: KdfParams) -> bytes:
     if not passphrase:
         raise UsageError("the passphrase must not be empty")
-    salt = secrets.token_bytes(16)
+    salt = os.urandom(16)
     doc = _base_document("passphrase")
     doc["kdf"] = {
         "name": "argon2id",
@@ -117,8 +116,8 @@ def make_passphrase_keyfile(master: MasterKey, passphrase: str, params: KdfParam
 
 def make_recovery_keyfile(master: MasterKey) -> tuple[bytes, str]:
     """Return the key file and the printable recovery key that opens it."""
-    secret = secrets.token_bytes(20)
-    salt = secrets.token_bytes(16)
+    secret = os.urandom(20)
+    salt = os.urandom(16)
     doc = _base_document("recovery")
     doc["kdf"] = {"name": "hkdf-sha256", "salt": _b64(salt)}
     doc["wrapped"] = _wrap(_hkdf(secret, salt), master)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -46,7 +45,7 @@ class Lease:
 
     def __init__(self, repo: Repository, kind: str, refresh_seconds: float = DEFAULT_REFRESH):
         self.repo = repo
-        self.id = secrets.token_hex(16)
+        self.id = os.urandom(16).hex()
         self.kind = kind
         self.started_ns = time.time_ns()
         self._stop = threading.Event()

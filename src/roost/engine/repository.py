@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +66,7 @@ class RepoConfig:
     @classmethod
     def new(cls, **overrides: int) -> RepoConfig:
         now = datetime.now(UTC).isoformat()
-        return cls(FORMAT_VERSION, secrets.token_hex(16), now, **overrides)
+        return cls(FORMAT_VERSION, os.urandom(16).hex(), now, **overrides)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -85,7 +85,7 @@ class RepoConfig:
 
 
 def _new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 class _WindowCache:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat as stat_mod
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +141,7 @@ class LocalBackend:
         _fsync_dir(directory.parent)
 
     def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
-        tmp = directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(6)}"
+        tmp = directory / f"{TEMP_PREFIX}{name}-{os.urandom(6).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._file_mode)
         try:
             with os.fdopen(fd, "wb") as f:

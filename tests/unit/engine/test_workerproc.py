@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,3 +117,13 @@ def test_prestarted_workers_nobody_took_are_stopped() -> None:
     workerproc.discard_warm()
     assert [process.poll() is not None for process in processes] == [True, True]
     assert workerproc._warm == {}
+
+
+def test_a_backup_worker_does_not_load_the_system_openssl() -> None:
+    # secrets -> hmac -> _hashlib maps libcrypto (3.4 MiB resident) into every worker
+    check = (
+        "import sys, roost.engine.procreader; "
+        "print(sorted({'_hashlib', 'secrets'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
