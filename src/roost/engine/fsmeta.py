@@ -25,6 +25,7 @@ import errno
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -400,11 +401,14 @@ def creator(status: str | None = None) -> Creator | None:
     return Creator(uid, gid, umask)
 
 
-def creates_plainly(path: bytes, made_by: Creator) -> bool:
+def creates_plainly(
+    path: bytes, made_by: Creator, fs_type: Callable[[int], str | None] | None = None
+) -> bool:
     """True when entries created in the directory ``path`` get exactly ``made_by``'s uid and
     gid and the mode asked for minus the umask, and so will those of directories created in
     it. ``path`` must be a directory made with ``mkdir(path, DIR_PROBE_MODE)``: what it got
-    shows what the file system and its parent did to it."""
+    shows what the file system and its parent did to it. ``fs_type``: how to tell a device's
+    file system type (default :func:`filesystem_type`; a caller may remember the answers)."""
     try:
         st = os.lstat(path)
     except OSError:
@@ -415,7 +419,7 @@ def creates_plainly(path: bytes, made_by: Creator) -> bool:
         and st.st_gid == made_by.gid
         and stat.S_IMODE(st.st_mode) == DIR_PROBE_MODE & ~made_by.umask  # no setgid either
         and not _has_default_acl(path)
-        and filesystem_type(st.st_dev) in POSIX_CREATE_FILESYSTEMS
+        and (fs_type or filesystem_type)(st.st_dev) in POSIX_CREATE_FILESYSTEMS
     )
 
 
@@ -427,10 +431,10 @@ def _has_default_acl(path: bytes) -> bool:
     return True
 
 
-@lru_cache(maxsize=64)
 def filesystem_type(device: int) -> str | None:
     """The type of the mounted file system with ``st_dev`` ``device`` (from
-    ``/proc/self/mountinfo``), or None when it cannot be told."""
+    ``/proc/self/mountinfo``), or None when it cannot be told. Not cached: a device number
+    can come back with another file system (a loop device, a USB disk)."""
     try:
         with open("/proc/self/mountinfo", "rb") as handle:
             text = handle.read().decode("utf-8", "surrogateescape")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gc
 import os
 import stat
@@ -130,6 +131,7 @@ class Restorer:
         self._owners: dict[tuple[int, int, Any, Any], tuple[int, int]] = {}
         self._steps: dict[tuple[int, int, int, Any, Any, bool], MetadataSteps] = {}
         self._creator = fsmeta.creator()
+        self._fs_types = functools.cache(fsmeta.filesystem_type)  # for this restore only
         self._dirs: list[tuple[bytes, Node]] = []
         self._pending_links: list[tuple[bytes, bytes, Node, bool]] = []
         self._failed: set[bytes] = set()
@@ -268,7 +270,8 @@ class Restorer:
             self._restore_tree(node.subtree, path, parts, made, plain)
 
     def _plain(self, path: bytes) -> bool:
-        return self._creator is not None and fsmeta.creates_plainly(path, self._creator)
+        made_by = self._creator
+        return made_by is not None and fsmeta.creates_plainly(path, made_by, self._fs_types)
 
     def _ensure_dir(self, path: bytes) -> bool | None:
         """True: created now (fresh); False: it existed; None: not usable (warned)."""

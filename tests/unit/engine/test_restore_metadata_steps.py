@@ -317,6 +317,21 @@ def test_an_unknown_file_system_does_not(
     assert not fsmeta.creates_plainly(*probe)
 
 
+def test_the_file_system_type_comes_from_the_caller_when_given(
+    probe: tuple[bytes, fsmeta.Creator],
+) -> None:
+    asked: list[int] = []
+
+    def vfat(device: int) -> str:
+        asked.append(device)
+        return "vfat"
+
+    path, made_by = probe
+    assert not fsmeta.creates_plainly(path, made_by, vfat)
+    assert asked == [os.stat(path).st_dev]
+    assert fsmeta.creates_plainly(path, made_by, lambda device: "ext4")
+
+
 def test_a_missing_directory_does_not(tmp_path: Path) -> None:
     made_by = fsmeta.creator()
     assert made_by is not None
