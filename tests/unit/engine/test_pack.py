@@ -11,12 +11,18 @@ from roost.engine.crypto import Key, MasterKey, content_hash
 from roost.engine.pack import (
     DATA_BLOB,
     ENTRY,
+    HEADER_AAD,
+    HEADER_VERSION,
+    PACK_MAGIC,
+    TRAILER,
     TREE_BLOB,
     BlobEntry,
     PackBuilder,
+    header_span,
     read_pack_entries,
     record_ids,
 )
+from roost.errors import CorruptObject, UnsupportedFormat
 
 MIB = 1024 * 1024
 
@@ -93,3 +99,45 @@ def test_finishing_a_pack_makes_no_second_copy_of_it(key: Key) -> None:
         tracemalloc.stop()
     assert len(data) > 16 * MIB and before > 16 * MIB
     assert peak - before < 3 * MIB  # joining the pieces used to allocate all 16 MiB again
+
+
+def _pack_with(key: Key, count: int) -> tuple[bytes, list[BlobEntry]]:
+    builder = PackBuilder()
+    for number in range(count):
+        builder.add(DATA_BLOB, os.urandom(32), b"x" * (600 + number % 50), 1000, 2)
+    entries = builder.entries
+    return builder.finish(key)[1], entries
+
+
+def test_the_header_is_compressed_and_read_back_exactly(key: Key) -> None:
+    data, entries = _pack_with(key, 2000)
+    offset, length = header_span(len(data), data[-TRAILER.size :])
+    # random ids stay 32 bytes; the other 18 bytes of an entry shrink
+    assert length < 2000 * (ENTRY.size - 8)
+    plain = key.decrypt(data[offset : offset + length], HEADER_AAD)
+    assert plain[0] == HEADER_VERSION == 2
+    assert read_pack_entries(key, data) == entries
+
+
+def test_packs_with_the_uncompressed_version_1_header_are_still_read(key: Key) -> None:
+    data, entries = _pack_with(key, 50)
+    offset, _ = header_span(len(data), data[-TRAILER.size :])
+    records = b"".join(
+        ENTRY.pack(e.type, e.id, e.offset, e.length, e.raw_length, e.compression) for e in entries
+    )
+    sealed = key.encrypt(b"\x01" + records, HEADER_AAD)
+    old = data[:offset] + sealed + TRAILER.pack(len(sealed), PACK_MAGIC)
+    assert read_pack_entries(key, old) == entries
+
+
+def test_a_header_of_an_unknown_version_or_damaged_records_is_refused(key: Key) -> None:
+    data, _ = _pack_with(key, 10)
+    offset, _ = header_span(len(data), data[-TRAILER.size :])
+    for plain, error, message in (
+        (b"\x07" + b"r" * 50, UnsupportedFormat, "unknown version"),
+        (b"\x02not zstd at all", CorruptObject, "failed to decompress"),
+    ):
+        sealed = key.encrypt(plain, HEADER_AAD)
+        bad = data[:offset] + sealed + TRAILER.pack(len(sealed), PACK_MAGIC)
+        with pytest.raises(error, match=message):
+            read_pack_entries(key, bad)
