@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,11 +35,14 @@ def tune_allocator(mmap_threshold: int = 128 * 1024, arenas: int = 2) -> bool:
 COLLECT_AFTER = 50_000  # net new container objects between two young collections
 
 
-def collect_less_often() -> tuple[int, int, int]:
-    """Set the thresholds of :func:`fewer_collections`; return the previous ones."""
-    previous = gc.get_threshold()
+_fewer_lock = threading.Lock()
+_fewer_users = 0
+_thresholds_before: tuple[int, int, int] = gc.get_threshold()
+
+
+def collect_less_often() -> None:
+    """Set the thresholds of :func:`fewer_collections` for the rest of the process's life."""
     gc.set_threshold(COLLECT_AFTER, 20, 100)
-    return previous
 
 
 @contextmanager
@@ -50,13 +54,22 @@ def fewer_collections() -> Iterator[None]:
     full backup of the kernel tree 540 collections took 0.28-0.32 s of the main process's
     ~3 s of CPU; with this threshold, 1 collection and 0.03 s. Cyclic garbage (exceptions
     with their tracebacks) is still collected, after at most 50,000 objects. The previous
-    thresholds come back afterwards: the process may be a long-running agent.
+    thresholds come back when the last backup or restore running in the process ends (an
+    agent may run them side by side, and is long-running).
     """
-    previous = collect_less_often()
+    global _fewer_users, _thresholds_before
+    with _fewer_lock:
+        if _fewer_users == 0:
+            _thresholds_before = gc.get_threshold()
+            collect_less_often()
+        _fewer_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*previous)
+        with _fewer_lock:
+            _fewer_users -= 1
+            if _fewer_users == 0:
+                gc.set_threshold(*_thresholds_before)
 
 
 def freeze_imported() -> None:

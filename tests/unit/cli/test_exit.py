@@ -70,3 +70,14 @@ def test_fewer_collections_raises_the_threshold_and_restores_it() -> None:
         del cycle
         assert gc.collect() >= 1  # cyclic garbage is still collectable
     assert gc.get_threshold() == before
+
+
+def test_overlapping_fewer_collections_restore_the_thresholds_only_at_the_end() -> None:
+    before = gc.get_threshold()
+    first, second = fewer_collections(), fewer_collections()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first ends while the second still runs
+    assert gc.get_threshold() == (COLLECT_AFTER, 20, 100)
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
