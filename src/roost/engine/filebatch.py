@@ -43,7 +43,7 @@ class DirTask:
     waiting: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Slot:
     """A regular file queued for a batch scanner; ``child`` is what it became."""
 

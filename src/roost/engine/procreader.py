@@ -78,6 +78,13 @@ class FileResult(NamedTuple):
     size: int = 0  # STORED: the file's size
 
 
+# One object each for the results without details: pickle writes an object it has seen in
+# the same message as a reference, so a batch of unchanged files crosses the pipe (and is
+# unpickled by the main process, the bottleneck of a no-change backup) as one result.
+_IDENTICAL = FileResult(IDENTICAL)
+_HANDED_BACK = FileResult(MAIN)
+_EXCLUDED = FileResult(EXCLUDED)
+
 # a blob a scan found: (type, id, plaintext length); the scanner keeps the plaintext
 Candidate = tuple[int, bytes, int]
 # where a sealed blob sits in a segment: (type, id, sealed length, plaintext length, method)
@@ -209,16 +216,16 @@ class BatchScanner:
         except OSError as exc:
             return FileResult(MISSED, problem=describe_os_error(exc))
         if not stat.S_ISREG(st.st_mode):
-            return FileResult(MAIN)
+            return _HANDED_BACK
         limit = self.setup.larger_than
         if limit is not None and st.st_size > limit:
-            return FileResult(EXCLUDED)
+            return _EXCLUDED
         if st.st_size > self.setup.max_file_size or st.st_nlink > 1:
-            return FileResult(MAIN)
+            return _HANDED_BACK
         if parent is not None:
             key = _lstat_key(st)
             if key == parent:
-                return FileResult(IDENTICAL)  # no node: the parent's entry is reused
+                return _IDENTICAL  # no node: the parent's entry is reused
             if key[:4] == parent[:4]:  # the caller takes content and xattrs
                 return FileResult(UNCHANGED, _file_node(name, st))
         return self._read(reader, path, _file_node(name, st), st)

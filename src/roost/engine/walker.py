@@ -213,8 +213,20 @@ class Walker:
     def _apply_results(self, scanned: list[tuple[Slot, procreader.FileResult]]) -> None:
         """Runs in a result thread: each file's outcome becomes its node (or None)."""
         tally: dict[str, int] = {}
+        identical = identical_bytes = 0
+        bytes_done, file_done = self.progress.bytes_done, self.progress.file_done
         for slot, result in scanned:
-            slot.child = self._apply_result(slot, result, tally)
+            if result.outcome == procreader.IDENTICAL and slot.key is not None:
+                # the common case of an incremental backup, inlined: the parent's entry
+                size = slot.key[0]
+                identical, identical_bytes = identical + 1, identical_bytes + size
+                bytes_done(size)
+                file_done(slot.path, "unchanged")
+                slot.child = REUSED
+            else:
+                slot.child = self._apply_result(slot, result, tally)
+        if identical:
+            _count(tally, identical_bytes, files_unchanged=identical)
         self.counters.add(**tally)
 
     def _apply_result(
@@ -222,11 +234,6 @@ class Walker:
     ) -> object:
         node = result.node
         progress = self.progress
-        if result.outcome == procreader.IDENTICAL and slot.key is not None:
-            _count(tally, slot.key[0], files_unchanged=1)
-            progress.bytes_done(slot.key[0])
-            progress.file_done(slot.path, "unchanged")
-            return REUSED
         parent = slot.parent()
         if result.outcome == procreader.UNCHANGED and node is not None and parent is not None:
             node.content, node.extents = list(parent.content), parent.extents
