@@ -280,8 +280,10 @@ class FileBatches:
         candidates: list[procreader.Candidate],
     ) -> None:
         wanted = self._saver.claim_many(candidates)
-        worker.send(("seal", number, wanted))  # first: the worker seals while we apply
+        # before the seal is sent: on a pool of several threads, the answer to it may be
+        # handled (and the batch forgotten) before this thread goes on
         batch = self._in_flight[number][1]
+        worker.send(("seal", number, wanted))  # first: the worker seals while we apply
         handed_back: list[Slot] = []
         scanned: list[tuple[Slot, procreader.FileResult]] = []
         for slot, result in zip(batch, results, strict=False):

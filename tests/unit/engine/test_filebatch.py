@@ -218,6 +218,23 @@ def test_when_no_worker_process_can_start_the_scanners_run_on_threads(
     assert_trees_equal(src, target / src.relative_to("/"))
 
 
+def test_scanners_on_several_threads_round_trip(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a seal answered on another pool thread before its scan's answer was fully applied
+    # once lost the batch (KeyError)
+    monkeypatch.setattr(procreader, "BATCH_FILES", 2)
+    src = tmp_path / "src"
+    src.mkdir()
+    for number in range(300):
+        (src / f"f{number:03}").write_bytes(os.urandom(200 + number))
+    snap, summary = Archiver(repo, processes=0, readers=4).run([str(src)])
+    assert (summary.files_new, summary.files_missed) == (300, 0)
+    target = tmp_path / "restore"
+    Restorer(repo, snap, target, processes=0).run()
+    assert_trees_equal(src, target / src.relative_to("/"))
+
+
 class _KillAWorker(BackupProgress):
     def __init__(self) -> None:
         self.files = 0
