@@ -207,12 +207,17 @@ def test_when_no_worker_process_can_start_the_scanners_run_on_threads(
 
     monkeypatch.setattr(workerproc, "_start", refuse)
     monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    _files_round_trip(tmp_path, repo, 40, Archiver(repo, processes=2))
+
+
+def _files_round_trip(tmp_path: Path, repo: Repository, count: int, archiver: Archiver) -> None:
+    """Back up ``count`` small distinct files with ``archiver``; restore; compare."""
     src = tmp_path / "src"
     src.mkdir()
-    for number in range(40):
-        (src / f"f{number:02}").write_bytes(os.urandom(500 + number))
-    snap, summary = Archiver(repo, processes=2).run([str(src)])
-    assert (summary.files_new, summary.files_missed) == (40, 0)
+    for number in range(count):
+        (src / f"f{number:03}").write_bytes(os.urandom(200 + number))
+    snap, summary = archiver.run([str(src)])
+    assert (summary.files_new, summary.files_missed) == (count, 0)
     target = tmp_path / "restore"
     Restorer(repo, snap, target, processes=0).run()
     assert_trees_equal(src, target / src.relative_to("/"))
@@ -224,15 +229,7 @@ def test_scanners_on_several_threads_round_trip(
     # a seal answered on another pool thread before its scan's answer was fully applied
     # once lost the batch (KeyError)
     monkeypatch.setattr(procreader, "BATCH_FILES", 2)
-    src = tmp_path / "src"
-    src.mkdir()
-    for number in range(300):
-        (src / f"f{number:03}").write_bytes(os.urandom(200 + number))
-    snap, summary = Archiver(repo, processes=0, readers=4).run([str(src)])
-    assert (summary.files_new, summary.files_missed) == (300, 0)
-    target = tmp_path / "restore"
-    Restorer(repo, snap, target, processes=0).run()
-    assert_trees_equal(src, target / src.relative_to("/"))
+    _files_round_trip(tmp_path, repo, 300, Archiver(repo, processes=0, readers=4))
 
 
 class _KillAWorker(BackupProgress):
