@@ -424,7 +424,9 @@ def _encoded(entry: Node | Slot | None) -> tuple[bytes, bytes] | None:
     if isinstance(entry, Slot):
         if isinstance(entry.child, bytes):
             return entry.name, entry.child
-        entry = entry.parent()  # reused: the parent's entry
+        # reused: the parent's entry, as it is stored
+        stored = None if entry.parent_dir is None else entry.parent_dir.stored(entry.name)
+        return None if stored is None else (entry.name, stored)
     return None if entry is None else (entry.name, encode_entry(entry))
 
 

@@ -308,6 +308,29 @@ def test_an_access_time_change_keeps_the_content_and_records_the_new_time(
     assert new[b"b.txt"] == old[b"b.txt"]
 
 
+def test_a_directory_reencoded_for_one_changed_entry_keeps_the_others_byte_for_byte(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    (src / "inner").mkdir(parents=True)
+    for name in ("a.txt", "b\xff.bin", "c.txt"):
+        (src / os.fsdecode(name.encode("latin-1"))).write_bytes(name.encode() * 300)
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    inner = os.lstat(src / "inner")
+    os.utime(src / "inner", ns=(inner.st_atime_ns - 10**9, inner.st_mtime_ns))  # atime only
+    second, summary = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.bytes_read) == (3, 0)
+    old, new = (_entries(repo, snap, src) for snap in (first, second))
+    assert new[b"inner"].atime_ns == inner.st_atime_ns - 10**9  # the directory was re-encoded
+    files = [name for name in old if name != b"inner"]
+    assert [encode_entry(new[name]) for name in files] == [
+        encode_entry(old[name]) for name in files
+    ]
+    target = tmp_path / "restore"
+    Restorer(repo, second, target, processes=0).run()
+    assert_trees_equal(src, target / src.relative_to("/"))
+
+
 def _entries(repo: Repository, snap: Snapshot, src: Path) -> dict[bytes, Node]:
     nodes = repo.load_tree(snap.tree)
     for part in src.parts[1:]:
