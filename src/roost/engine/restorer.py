@@ -17,7 +17,7 @@ appeared meanwhile, and such a file then goes through the conflict policy like a
 The regular files of a fresh directory are the bulk of a restore, so they take a short path:
 their batch entries are built straight from the tree's JSON documents (no :class:`Node`
 unless a file has to be redone), and where the directory shows that new files get exactly
-this process's owner and ``mode & ~umask`` (``fsmeta.creates_plainly``; the directory is then
+this process's owner and ``mode & ~umask`` (``plaincreate.creates_plainly``; the directory is then
 "plain", and so is every directory made in it), a file whose owner is already right is
 created with its final mode, and neither ``fchown`` nor ``fchmod`` is called for it.
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from roost.engine import fsmeta, workerproc
+from roost.engine import fsmeta, plaincreate, workerproc
 from roost.engine.pack import pack_key
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
@@ -130,8 +130,8 @@ class Restorer:
         self._owner = hasattr(os, "geteuid") and os.geteuid() == 0
         self._owners: dict[tuple[int, int, Any, Any], tuple[int, int]] = {}
         self._steps: dict[tuple[int, int, int, Any, Any, bool], MetadataSteps] = {}
-        self._creator = fsmeta.creator()
-        self._fs_types = functools.cache(fsmeta.filesystem_type)  # for this restore only
+        self._creator = plaincreate.creator()
+        self._fs_types = functools.cache(plaincreate.filesystem_type)  # for this restore only
         self._dirs: list[tuple[bytes, Node]] = []
         self._pending_links: list[tuple[bytes, bytes, Node, bool]] = []
         self._failed: set[bytes] = set()
@@ -271,7 +271,7 @@ class Restorer:
 
     def _plain(self, path: bytes) -> bool:
         made_by = self._creator
-        return made_by is not None and fsmeta.creates_plainly(path, made_by, self._fs_types)
+        return made_by is not None and plaincreate.creates_plainly(path, made_by, self._fs_types)
 
     def _ensure_dir(self, path: bytes) -> bool | None:
         """True: created now (fresh); False: it existed; None: not usable (warned)."""
@@ -284,7 +284,7 @@ class Restorer:
 
     def _make_dir(self, path: bytes) -> bool | None:
         try:
-            os.mkdir(path, 0o700)
+            os.mkdir(path, plaincreate.DIR_PROBE_MODE)
             return True
         except FileExistsError:
             pass
@@ -293,7 +293,7 @@ class Restorer:
             return False
         if self.conflict == "overwrite":
             os.unlink(path)  # a file or symlink where the snapshot has a directory
-            os.mkdir(path, 0o700)
+            os.mkdir(path, plaincreate.DIR_PROBE_MODE)
             return True
         self._warn(path, "exists and is not a directory; skipped with its contents")
         self.summary.skipped += 1

@@ -2,7 +2,7 @@
 
 The restorer creates a file with its final mode, and skips ``fchown``/``fchmod``, when its
 directory shows that new files get exactly this process's uid, gid and ``mode & ~umask``
-(``fsmeta.creates_plainly``). These tests restore files whose wanted metadata differs from
+(``plaincreate.creates_plainly``). These tests restore files whose wanted metadata differs from
 what creation gives (another umask, group-writable and setuid modes, foreign owners, a setgid
 target, a default ACL) and check every file ends up exactly as wanted, through threads and
 worker processes; and that the skipping does happen where it may.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tests.helpers import treegen
 
-from roost.engine import fsmeta, restore_dispatch
+from roost.engine import fsmeta, plaincreate, restore_dispatch
 from roost.engine import restorer as restorer_mod
 from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
@@ -197,7 +197,7 @@ def test_nothing_is_skipped_where_the_directory_is_not_plain(
 ) -> None:
     src = _tree(tmp_path / "src")
     snap, _ = Archiver(repo).run([str(src)])
-    monkeypatch.setattr(fsmeta, "filesystem_type", lambda device: "vfat")
+    monkeypatch.setattr(plaincreate, "filesystem_type", lambda device: "vfat")
     calls = Calls(monkeypatch)
     _restore(repo, snap, tmp_path / "restore", 0)
     assert len(calls.chmod) == len(os.listdir(src))
@@ -223,20 +223,20 @@ STATUS = "Name:\tpython3\nUmask:\t0027\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t
 
 
 def test_creator_is_the_file_system_ids_and_the_umask() -> None:
-    assert fsmeta.creator(STATUS) == fsmeta.Creator(uid=1003, gid=53, umask=0o027)
+    assert plaincreate.creator(STATUS) == plaincreate.Creator(uid=1003, gid=53, umask=0o027)
 
 
 def test_creator_is_unknown_without_the_umask_line() -> None:
-    assert fsmeta.creator(STATUS.replace("Umask:\t0027\n", "")) is None
+    assert plaincreate.creator(STATUS.replace("Umask:\t0027\n", "")) is None
 
 
 def test_creator_of_this_process() -> None:
-    made_by = fsmeta.creator()
+    made_by = plaincreate.creator()
     assert made_by is not None
     assert (made_by.uid, made_by.gid) == (os.geteuid(), os.getegid())
     before = os.umask(0o037)
     try:
-        assert fsmeta.creator() == fsmeta.Creator(os.geteuid(), os.getegid(), 0o037)
+        assert plaincreate.creator() == plaincreate.Creator(os.geteuid(), os.getegid(), 0o037)
     finally:
         os.umask(before)
 
@@ -260,65 +260,72 @@ MOUNTINFO = (
     ],
 )
 def test_mountinfo_type(device: int, kind: str | None) -> None:
-    assert fsmeta.mountinfo_type(MOUNTINFO, device) == kind
+    assert plaincreate.mountinfo_type(MOUNTINFO, device) == kind
 
 
 def test_the_file_system_of_the_tests_is_found(tmp_path: Path) -> None:
-    assert fsmeta.filesystem_type(os.stat(tmp_path).st_dev) is not None
+    assert plaincreate.filesystem_type(os.stat(tmp_path).st_dev) is not None
 
 
 @pytest.fixture()
-def probe(tmp_path: Path) -> Iterator[tuple[bytes, fsmeta.Creator]]:
-    made_by = fsmeta.creator()
+def probe(tmp_path: Path) -> Iterator[tuple[bytes, plaincreate.Creator]]:
+    made_by = plaincreate.creator()
     assert made_by is not None
     path = os.fsencode(tmp_path / "fresh")
-    os.mkdir(path, fsmeta.DIR_PROBE_MODE)
-    if fsmeta.filesystem_type(os.stat(path).st_dev) not in fsmeta.POSIX_CREATE_FILESYSTEMS:
+    os.mkdir(path, plaincreate.DIR_PROBE_MODE)
+    if (
+        plaincreate.filesystem_type(os.stat(path).st_dev)
+        not in plaincreate.POSIX_CREATE_FILESYSTEMS
+    ):
         pytest.skip("the tests' file system is not one with POSIX creation")
     yield path, made_by
 
 
-def test_a_fresh_directory_creates_plainly(probe: tuple[bytes, fsmeta.Creator]) -> None:
-    assert fsmeta.creates_plainly(*probe)
+def test_a_fresh_directory_creates_plainly(probe: tuple[bytes, plaincreate.Creator]) -> None:
+    assert plaincreate.creates_plainly(*probe)
 
 
-def test_a_setgid_directory_does_not(probe: tuple[bytes, fsmeta.Creator]) -> None:
+def test_a_setgid_directory_does_not(probe: tuple[bytes, plaincreate.Creator]) -> None:
     path, made_by = probe
     os.chmod(path, 0o2700)
-    assert not fsmeta.creates_plainly(path, made_by)
+    assert not plaincreate.creates_plainly(path, made_by)
 
 
-def test_a_directory_of_another_group_does_not(probe: tuple[bytes, fsmeta.Creator]) -> None:
+def test_a_directory_of_another_group_does_not(probe: tuple[bytes, plaincreate.Creator]) -> None:
     path, made_by = probe
-    assert not fsmeta.creates_plainly(path, fsmeta.Creator(made_by.uid, 5678, made_by.umask))
+    assert not plaincreate.creates_plainly(
+        path, plaincreate.Creator(made_by.uid, 5678, made_by.umask)
+    )
 
 
 def test_another_umask_than_the_directory_shows_does_not(
-    probe: tuple[bytes, fsmeta.Creator],
+    probe: tuple[bytes, plaincreate.Creator],
 ) -> None:
     path, made_by = probe
-    assert not fsmeta.creates_plainly(path, fsmeta.Creator(made_by.uid, made_by.gid, 0o200))
+    assert not plaincreate.creates_plainly(
+        path, plaincreate.Creator(made_by.uid, made_by.gid, 0o200)
+    )
 
 
-def test_a_directory_with_a_default_acl_does_not(probe: tuple[bytes, fsmeta.Creator]) -> None:
+def test_a_directory_with_a_default_acl_does_not(probe: tuple[bytes, plaincreate.Creator]) -> None:
     path, made_by = probe
     acl = treegen.acl_xattr(((0x01, 7, 0xFFFFFFFF), (0x04, 0, 0xFFFFFFFF), (0x20, 0, 0)))
     try:
         os.setxattr(path, fsmeta.ACL_XATTRS[1], acl)
     except OSError:
         pytest.skip("no POSIX ACLs here")
-    assert not fsmeta.creates_plainly(path, made_by)
+    assert not plaincreate.creates_plainly(path, made_by)
 
 
 def test_an_unknown_file_system_does_not(
-    probe: tuple[bytes, fsmeta.Creator], monkeypatch: pytest.MonkeyPatch
+    probe: tuple[bytes, plaincreate.Creator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fsmeta, "filesystem_type", lambda device: None)
-    assert not fsmeta.creates_plainly(*probe)
+    monkeypatch.setattr(plaincreate, "filesystem_type", lambda device: None)
+    assert not plaincreate.creates_plainly(*probe)
 
 
 def test_the_file_system_type_comes_from_the_caller_when_given(
-    probe: tuple[bytes, fsmeta.Creator],
+    probe: tuple[bytes, plaincreate.Creator],
 ) -> None:
     asked: list[int] = []
 
@@ -327,15 +334,15 @@ def test_the_file_system_type_comes_from_the_caller_when_given(
         return "vfat"
 
     path, made_by = probe
-    assert not fsmeta.creates_plainly(path, made_by, vfat)
+    assert not plaincreate.creates_plainly(path, made_by, vfat)
     assert asked == [os.stat(path).st_dev]
-    assert fsmeta.creates_plainly(path, made_by, lambda device: "ext4")
+    assert plaincreate.creates_plainly(path, made_by, lambda device: "ext4")
 
 
 def test_a_missing_directory_does_not(tmp_path: Path) -> None:
-    made_by = fsmeta.creator()
+    made_by = plaincreate.creator()
     assert made_by is not None
-    assert not fsmeta.creates_plainly(os.fsencode(tmp_path / "gone"), made_by)
+    assert not plaincreate.creates_plainly(os.fsencode(tmp_path / "gone"), made_by)
 
 
 # -- regular files straight from their tree documents ------------------------------------------
@@ -395,7 +402,7 @@ def test_a_malformed_quick_file_fails_the_tree(
 
 def test_a_mode_from_a_quick_file_keeps_its_type_bits_out(tmp_path: Path) -> None:
     # the mode stored is S_IMODE (no type bits): a file is created with exactly those
-    made_by = fsmeta.creator()
+    made_by = plaincreate.creator()
     assert made_by is not None
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 & ~made_by.umask)
