@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from roost import __version__
 from roost.engine import fsmeta, workerproc
+from roost.engine.counters import Counters, WalkSettings
 from roost.engine.filters import ExcludeRules
 from roost.engine.index import MasterIndex
 from roost.engine.lease import Lease
@@ -30,7 +31,7 @@ from roost.engine.repository import Repository
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import DIR, Node, encode_tree
 from roost.engine.uploader import BlobSaver
-from roost.engine.walker import Child, Counters, Walker, WalkSettings
+from roost.engine.walker import Child, Walker
 from roost.errors import SourceError
 from roost.memory import fewer_collections
 

@@ -21,16 +21,16 @@ from functools import partial
 
 import orjson
 
-from roost.engine import fsmeta, procreader
+from roost.engine import dirtree, fsmeta, procreader
 from roost.engine.chunker import Chunker
+from roost.engine.counters import Counters, WalkSettings, count
 from roost.engine.filebatch import REUSED, DirTask, FileBatches, Slot, is_unset
 from roost.engine.filereader import FileReader, describe_os_error
-from roost.engine.filters import ExcludeRules
 from roost.engine.pack import TREE_BLOB
 from roost.engine.parenttree import ParentDir
 from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
-from roost.engine.tree import DIR, FILE, Node, encode_entries, encode_entry, node_from_json
+from roost.engine.tree import DIR, FILE, Node, node_from_json
 from roost.engine.uploader import BlobSaver
 from roost.errors import RoostError
 
@@ -226,7 +226,7 @@ class Walker:
             else:
                 slot.child = self._apply_result(slot, result, tally)
         if identical:
-            _count(tally, identical_bytes, files_unchanged=identical)
+            count(tally, identical_bytes, files_unchanged=identical)
         self.counters.add(**tally)
 
     def _apply_result(
@@ -238,13 +238,13 @@ class Walker:
         if result.outcome == procreader.UNCHANGED and node is not None and parent is not None:
             node.content, node.extents = list(parent.content), parent.extents
             node.xattrs = list(parent.xattrs)  # changing an xattr changes ctime: current
-            _count(tally, node.size, files_unchanged=1)
+            count(tally, node.size, files_unchanged=1)
             progress.bytes_done(node.size)
             progress.file_done(slot.path, "unchanged")
             return node
         if result.outcome == procreader.EXCLUDED:
             return None
-        _count(tally, result.size, bytes_read=result.bytes_read)
+        count(tally, result.size, bytes_read=result.bytes_read)
         progress.bytes_done(result.bytes_read)
         if result.problem is not None:
             self.counters.miss(slot.path, result.problem, progress)
@@ -252,7 +252,7 @@ class Walker:
             return None
         existed = slot.parent_dir is not None and slot.name in slot.parent_dir
         state = "changed" if existed else "new"
-        _count(tally, 0, **{"files_changed" if existed else "files_new": 1})
+        count(tally, 0, **{"files_changed" if existed else "files_new": 1})
         progress.file_done(slot.path, state)
         return result.entry  # the worker encoded the tree entry
 
@@ -367,12 +367,12 @@ class Walker:
         if (
             parent is not None
             and self.saver.has_live(parent.subtree)
-            and _same_as_parent(entries, parent)
+            and dirtree.same_as_parent(entries, parent)
         ):
             task.node.subtree = parent.subtree  # identical entries: identical tree blob
         else:
-            encoded = [pair for pair in map(_encoded, entries) if pair is not None]
-            task.node.subtree, _ = self.saver.save(TREE_BLOB, encode_entries(encoded))
+            tree = dirtree.encode(entries)
+            task.node.subtree, _ = self.saver.save(TREE_BLOB, tree)
         # slots point back at their task: without this, every directory's entries would wait
         # for the cyclic garbage collector (which cost a quarter of a no-change backup's time)
         task.children.clear()
@@ -405,66 +405,8 @@ class Walker:
         return child.result()
 
 
-def _same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> bool:
-    """Whether every entry equals the parent's; reused entries match without decoding."""
-    if len(entries) != len(parent):
-        return False
-    for entry in entries:
-        if isinstance(entry, Slot):
-            if isinstance(entry.child, bytes) and entry.child != parent.encoded(entry.name):
-                return False
-            continue
-        if entry is None or entry != parent.node(entry.name):
-            return False
-    return True
-
-
-def _encoded(entry: Node | Slot | None) -> tuple[bytes, bytes] | None:
-    """(name, encoded tree entry) of a directory's entry, for tree.encode_entries."""
-    if isinstance(entry, Slot):
-        if isinstance(entry.child, bytes):
-            return entry.name, entry.child
-        # reused: the parent's entry, as it is stored
-        stored = None if entry.parent_dir is None else entry.parent_dir.stored(entry.name)
-        return None if stored is None else (entry.name, stored)
-    return None if entry is None else (entry.name, encode_entry(entry))
-
-
-def _count(tally: dict[str, int], bytes_total: int, **amounts: int) -> None:
-    tally["bytes_total"] = tally.get("bytes_total", 0) + bytes_total
-    for key, amount in amounts.items():
-        tally[key] = tally.get(key, 0) + amount
-
-
 def _settle(batches: FileBatches, task: DirTask, _: Future[Node | None]) -> None:
     batches.settle(task)
 
 
-@dataclass(frozen=True)
-class WalkSettings:
-    rules: ExcludeRules
-    read_xattrs: bool
-    force_read: frozenset[bytes]
-
-
-class Counters:
-    """Thread-safe tallies shared by the walker and the reader threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values: dict[str, int] = {}
-        self.missed: list[dict[str, str]] = []
-
-    def add(self, **amounts: int) -> None:
-        with self._lock:
-            for key, amount in amounts.items():
-                self.values[key] = self.values.get(key, 0) + amount
-
-    def miss(self, path: bytes, reason: str, progress: BackupProgress) -> None:
-        with self._lock:
-            self.values["files_missed"] = self.values.get("files_missed", 0) + 1
-            self.missed.append({"path": os.fsdecode(path), "reason": reason})
-        progress.missed(path, reason)
-
-
-__all__ = ["Child", "Counters", "WalkSettings", "Walker"]
+__all__ = ["Child", "Walker"]
