@@ -37,7 +37,6 @@ from typing import Any
 import orjson
 
 from roost.engine import fsmeta, plaincreate, workerproc
-from roost.engine.pack import pack_key
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import (
@@ -47,12 +46,12 @@ from roost.engine.restore_batch import (
     FAILED,
     OK,
     RETRY,
-    Chunk,
     ExtentWriter,
     FileJob,
     FileOutcome,
 )
 from roost.engine.restore_dispatch import Batch, BatchDispatcher
+from roost.engine.restore_jobs import JobBuilder, QuickFile, quick_file
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import DIR, FILE, SOCKET, SYMLINK, TREE_VERSION, Node, node_from_json
 from roost.errors import (
@@ -65,16 +64,8 @@ from roost.errors import (
 from roost.memory import fewer_collections
 
 CONFLICT_POLICIES = ("overwrite", "skip", "rename", "if-newer")
-PRIVATE = 0o600  # a file's mode while it is written, when its final mode must wait
-
-# A regular file taken straight from its tree document (see _quick_file): name, size, mode,
-# uid, gid, user, group, atime_ns, mtime_ns, chunk ids, and the document itself (a Node is
-# made from it only if the file has to be redone on the robust path)
-QuickFile = tuple[bytes, int, int, int, int, Any, Any, int, int, list[bytes], dict[str, Any]]
 # what a batch remembers of each file: its node, or the document it came from
 Entry = Node | dict[str, Any]
-# (mode to create a file with, mode to set or None, owner to set or None)
-MetadataSteps = tuple[int, int | None, tuple[int, int] | None]
 
 
 @dataclass
@@ -126,11 +117,8 @@ class Restorer:
         self._jobs: list[FileJob] = []
         self._nodes: list[Entry] = []
         self._batch_bytes = 0
-        self._pack_keys: dict[bytes, str] = {}
-        self._owner = hasattr(os, "geteuid") and os.geteuid() == 0
-        self._owners: dict[tuple[int, int, Any, Any], tuple[int, int]] = {}
-        self._steps: dict[tuple[int, int, int, Any, Any, bool], MetadataSteps] = {}
         self._creator = plaincreate.creator()
+        self._jobs_for = JobBuilder(repo, self._creator)
         self._fs_types = functools.cache(plaincreate.filesystem_type)  # for this restore only
         self._dirs: list[tuple[bytes, Node]] = []
         self._pending_links: list[tuple[bytes, bytes, Node, bool]] = []
@@ -250,7 +238,7 @@ class Restorer:
             version = body["v"]
             if version != TREE_VERSION:
                 raise UnsupportedFormat(f"tree version {version} is newer than this Roost")
-            return [_quick_file(doc) or node_from_json(doc) for doc in body["nodes"]]
+            return [quick_file(doc) or node_from_json(doc) for doc in body["nodes"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptObject("a tree blob is malformed") from exc
 
@@ -352,53 +340,19 @@ class Restorer:
     # -- batches of regular files -------------------------------------------------------
 
     def _submit(self, node: Node, path: bytes, plain: bool) -> None:
-        chunks = self._chunks(node.content)
-        if chunks is None:  # a chunk in no index: the robust path reports it
+        job = self._jobs_for.job(node, path, plain)
+        if job is None:  # a chunk in no index: the robust path reports it
             self._restore_file(node, path)
-            return
-        owner = self._owner_of(node.uid, node.gid, node.user, node.group)
-        create_mode, mode, owner = self._metadata_steps(node.mode, owner, node.xattrs, plain)
-        job: FileJob = (
-            path,
-            node.size,
-            create_mode,
-            mode,
-            owner,
-            node.atime_ns,
-            node.mtime_ns,
-            node.xattrs,
-            node.extents,
-            chunks,
-        )
-        self._queue(job, node)
+        else:
+            self._queue(job, node)
 
     def _submit_quick(self, quick: QuickFile, path: bytes, plain: bool) -> None:
         """:meth:`_submit` for a file of a fresh directory, from its tree document."""
-        _name, size, mode, uid, gid, user, group, atime_ns, mtime_ns, ids, doc = quick
-        chunks = self._chunks(ids)
-        if chunks is None:
-            self._restore_file(node_from_json(doc), path)
-            return
-        # most files share a few owners and modes: decide once for each combination
-        stored = (mode, uid, gid, user, group, plain)
-        steps = self._steps.get(stored)
-        if steps is None:
-            owner = self._owner_of(uid, gid, user, group)
-            steps = self._steps[stored] = self._metadata_steps(mode, owner, [], plain)
-        create_mode, set_mode, owner = steps
-        job: FileJob = (
-            path,
-            size,
-            create_mode,
-            set_mode,
-            owner,
-            atime_ns,
-            mtime_ns,
-            [],
-            None,
-            chunks,
-        )
-        self._queue(job, doc)
+        job = self._jobs_for.quick_job(quick, path, plain)
+        if job is None:
+            self._restore_file(node_from_json(quick[-1]), path)
+        else:
+            self._queue(job, quick[-1])
 
     def _queue(self, job: FileJob, entry: Entry) -> None:
         if job[1] > BATCH_BYTES:
@@ -408,58 +362,6 @@ class Restorer:
         self._batch_bytes += job[1]
         if len(self._jobs) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
             self._flush()
-
-    def _chunks(self, blob_ids: list[bytes]) -> list[Chunk] | None:
-        """Where to read each chunk; None when one is in no index."""
-        chunks: list[Chunk] = []
-        find = self.repo.index.find
-        keys = self._pack_keys
-        for blob_id in blob_ids:
-            loc = find(blob_id)
-            if loc is None:
-                return None
-            key = keys.get(loc.pack)
-            if key is None:
-                key = keys[loc.pack] = pack_key(loc.pack)
-            chunks.append(
-                (blob_id, key, loc.type, loc.offset, loc.length, loc.raw_length, loc.compression)
-            )
-        return chunks
-
-    def _owner_of(self, uid: int, gid: int, user: Any, group: Any) -> tuple[int, int] | None:
-        """The local owner to give a file (names mapped), or None when not running as root."""
-        if not self._owner:
-            return None
-        stored = (uid, gid, user, group)
-        owner = self._owners.get(stored)
-        if owner is None:
-            owner = self._owners[stored] = fsmeta.owner_ids(uid, gid, user, group)
-        return owner
-
-    def _metadata_steps(
-        self,
-        mode: int,
-        owner: tuple[int, int] | None,
-        xattrs: list[tuple[bytes, bytes]],
-        plain: bool,
-    ) -> MetadataSteps:
-        """(mode to create the file with, mode to set or None, owner to set or None).
-
-        In a plain directory a new file already has the creator's owner and ``mode & ~umask``:
-        an owner that is the creator's need not be set, and then a mode the umask leaves
-        alone (no setuid, setgid or sticky bit, which ``chown`` would clear and ``open``
-        may drop) can be given at creation. Not with xattrs: an ACL rewrites the mode, so
-        the mode must come after them. Otherwise the file stays private (0600) while it is
-        written and gets owner, xattrs and mode afterwards, in ``apply_metadata``'s order.
-        """
-        creator = self._creator
-        if not plain or creator is None:
-            return PRIVATE, mode, owner
-        if owner == (creator.uid, creator.gid):
-            owner = None
-        if owner is None and not xattrs and not mode & ~0o777 and not mode & creator.umask:
-            return mode, None, None
-        return PRIVATE, mode, owner
 
     def _flush(self) -> None:
         if not self._jobs:
@@ -550,31 +452,6 @@ class Restorer:
     def _apply(self, path: bytes, node: Node) -> None:
         for warning in fsmeta.apply_metadata(path, node):
             self._warn(path, warning)
-
-
-def _quick_file(doc: dict[str, Any]) -> QuickFile | None:
-    """A regular file's fields straight from its tree document, checked as ``node_from_json``
-    checks them; None for anything else, and for files with a non-UTF-8 name, xattrs, holes
-    or hard links (those go through a Node)."""
-    get = doc.get
-    name = get("name")
-    if (
-        get("type") != FILE
-        or name.__class__ is not str
-        or get("nlink", 1) != 1
-        or "xattrs" in doc
-        or "extents" in doc
-    ):
-        return None
-    mode, uid, gid, size = get("mode", 0), get("uid", 0), get("gid", 0), get("size", 0)
-    atime_ns, mtime_ns = get("atime_ns", 0), get("mtime_ns", 0)
-    unused = get("ctime_ns", 0) + get("inode", 0) + get("device", 0) + get("rdev", 0)
-    total = mode + uid + gid + size + atime_ns + mtime_ns + unused + get("attributes", 0)
-    if total.__class__ is not int:  # a str, None or list raised TypeError already
-        raise CorruptObject("a tree entry has a non-integer number")
-    ids = [bytes.fromhex(chunk) for chunk in get("content") or ()]
-    user, group = get("user"), get("group")
-    return (name.encode(), size, mode, uid, gid, user, group, atime_ns, mtime_ns, ids, doc)
 
 
 def _free_name(path: bytes) -> bytes:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 from tests.helpers import treegen
 
-from roost.engine import fsmeta, plaincreate, restore_dispatch
-from roost.engine import restorer as restorer_mod
+from roost.engine import fsmeta, plaincreate, restore_dispatch, restore_jobs
 from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
 from roost.engine.repository import Repository
@@ -363,7 +362,7 @@ DOC: dict[str, Any] = {
 
 
 def test_a_quick_file_has_the_document_s_fields() -> None:
-    quick = restorer_mod._quick_file(dict(DOC))
+    quick = restore_jobs.quick_file(dict(DOC))
     assert quick is not None
     assert quick[:10] == (b"a.c", 3, 0o644, 1, 2, "u", "g", 9, 7, [b"\xab" * 32])
 
@@ -381,7 +380,7 @@ def test_a_quick_file_has_the_document_s_fields() -> None:
 )
 def test_other_entries_are_not_quick(change: dict[str, Any]) -> None:
     doc = {key: value for key, value in {**DOC, **change}.items() if value is not None}
-    assert restorer_mod._quick_file(doc) is None
+    assert restore_jobs.quick_file(doc) is None
 
 
 @pytest.mark.parametrize(
