@@ -48,9 +48,41 @@ def test_extents_are_read_back_to_back(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         reader = ExtentReader(fd, [(0, 100), (1000, 50)])
-        assert reader.read(120) == b"a" * 100 + b"b" * 20
-        assert reader.read(1000) == b"b" * 30
-        assert reader.read(10) == b""
+        buffer = bytearray(1000)
+        assert reader.readinto(memoryview(buffer)[:120]) == 120
+        assert buffer[:120] == b"a" * 100 + b"b" * 20
+        assert reader.readinto(memoryview(buffer)) == 30
+        assert buffer[:30] == b"b" * 30
+        assert reader.readinto(memoryview(buffer)[:10]) == 0
         assert reader.bytes_read == 150
     finally:
         os.close(fd)
+
+
+def test_a_file_that_shrinks_while_read_stops_the_extents(tmp_path: Path) -> None:
+    path = tmp_path / "shrunk"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = ExtentReader(fd, [(0, 100), (200, 100)])  # the second extent is gone
+        assert reader.readinto(memoryview(bytearray(300))) == 100
+        assert reader.readinto(memoryview(bytearray(300))) == 0
+    finally:
+        os.close(fd)
+
+
+def test_one_thread_reuses_its_buffer_across_files(tmp_path: Path) -> None:
+    """A shorter second file must not see the first file's bytes left in the buffer."""
+    chunker = Chunker(MIN, AVG, MAX, SEED)
+    buffers = []
+    for number, data in enumerate((os.urandom(5 * MAX + 3), os.urandom(MAX // 2 + 1))):
+        path = tmp_path / f"f{number}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            chunks = list(chunker.chunks(ExtentReader(fd, [(0, len(data))])))
+        finally:
+            os.close(fd)
+        assert chunks == _reference(data)
+        buffers.append(chunker._local.buffer)
+    assert buffers[0] is buffers[1]
