@@ -4,10 +4,10 @@ Chunk sizes (min 256 KiB, avg ~1.25 MiB, max 8 MiB; see docs/design.md) are fixe
 repository. The gear table is seeded from the master key, so cut points (and therefore chunk
 sizes visible in storage) do not reveal known content to someone without the key.
 
-Files are read in blocks of at least ``max_size`` and cut with ``cut_buf``; the last chunk of a
-block may end only because the block ended, so it is carried over and cut again with the next
-block. Any other cut lies wholly inside the block and is exactly the cut a streaming chunker
-makes, because FastCDC decides a cut from the bytes between the chunk's start and the cut.
+Files are read in blocks, each appended to the uncut tail of the previous one, and cut with
+``cut_buf``; the last chunk may end only because the data ended, so it is carried over and
+cut again with the next block. Any other cut is exactly the cut a streaming chunker makes,
+because FastCDC decides a cut from the bytes between the chunk's start and the cut.
 (pyfastcdc's own ``cut_stream`` allocates and zero-fills a 16 MiB buffer per file, which
 dominated backups of trees with many medium-sized files.)
 """
@@ -21,7 +21,10 @@ from collections.abc import Iterator
 
 from pyfastcdc import FastCDC
 
-BLOCK_SIZE = 16 * 1024 * 1024
+# Read this much at a time: small, because the touched part of a thread's buffer is memory
+# held (the carried tail of a block is cut again, ~1 MiB on average: little rescanning).
+BLOCK_SIZE = 4 * 1024 * 1024
+KEEP_BUFFER = 1024 * 1024  # of a thread's read buffer, kept touched between files
 
 
 class ExtentReader:
@@ -87,22 +90,30 @@ class Chunker:
         Consume the chunks of one file before this thread reads another: the blocks are read
         into this thread's one buffer.
         """
-        block_size = max(BLOCK_SIZE, 2 * self.max_size)
-        view = memoryview(self._buffer(block_size + self.max_size))
-        carried = 0  # the uncut tail of the previous block, moved to the buffer's start
-        while True:
-            end = carried + stream.readinto(view[carried : carried + block_size])
-            final = end < carried + block_size
-            if not end:
-                return
-            cuts = [(c.offset, c.length) for c in self._cdc().cut_buf(view[:end])]
-            if not final:
-                *cuts, (tail, _) = cuts  # may end only because the block did: cut it again
-            for offset, length in cuts:
-                yield bytes(view[offset : offset + length])
-            if final:
-                return
-            # a chunk is at most max_size and the block at least twice that, so the tail
-            # starts after its own length: source and destination do not overlap
-            carried = end - tail
-            view[:carried] = view[tail:end]
+        block_size = BLOCK_SIZE
+        buffer = self._buffer(block_size + self.max_size)  # a tail is at most one chunk
+        reached = 0
+        try:
+            with memoryview(buffer) as view:
+                carried = 0  # the uncut tail of the previous block, moved to the start
+                while True:
+                    end = carried + stream.readinto(view[carried : carried + block_size])
+                    reached = max(reached, end)
+                    final = end < carried + block_size
+                    if not end:
+                        return
+                    cuts = [(c.offset, c.length) for c in self._cdc().cut_buf(view[:end])]
+                    if not final:
+                        *cuts, (tail, _) = cuts  # may end only because the block did
+                    for offset, length in cuts:
+                        yield bytes(view[offset : offset + length])
+                    if final:
+                        return
+                    # (memoryview assignment moves overlapping bytes correctly)
+                    carried = end - tail
+                    view[:carried] = view[tail:end]
+        finally:
+            if reached > KEEP_BUFFER:
+                # what a big file touched goes back to the system: between files the buffer
+                # holds at most KEEP_BUFFER (a scan worker holds its batch's chunks as well)
+                buffer.madvise(mmap.MADV_DONTNEED, KEEP_BUFFER, len(buffer) - KEEP_BUFFER)

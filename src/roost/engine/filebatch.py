@@ -52,20 +52,18 @@ class Slot:
     name: bytes
     root_dev: int
     parent_dir: ParentDir | None  # where the parent snapshot's entry of this name is
-    key: procreader.ParentKey | None  # the parent entry's lstat fields; None: read it
+    compare: bool  # with the parent's entry (False: read it whatever its lstat)
     task: DirTask
     child: object = _UNSET
-
-    def item(self) -> procreader.ScanItem:
-        return self.path, self.name, self.key
 
     def parent(self) -> Node | None:
         """The parent snapshot's entry of this name, if any (decoded on first use)."""
         return None if self.parent_dir is None else self.parent_dir.node(self.name)
 
 
-# gives each scanned slot its child; one call per batch, so tallies are updated once
-ApplyResults = Callable[[list[tuple[Slot, procreader.FileResult]]], None]
+# gives each scanned slot its child; one call per batch (with the bytes of its identical
+# files), so tallies are updated once
+ApplyResults = Callable[[list[tuple[Slot, procreader.FileResult]], int], None]
 Message = tuple[Any, ...]
 OnMessage = Callable[[Any, Message], None]
 
@@ -192,12 +190,11 @@ class FileBatches:
         if not slots:
             return
         self.expect(task, len(slots))
-        for slot in slots:
-            self._add(slot)
+        self._add(slots)
 
-    def _add(self, slot: Slot) -> None:
-        self._batch.append(slot)
-        if len(self._batch) >= procreader.BATCH_FILES:
+    def _add(self, slots: list[Slot]) -> None:
+        self._batch.extend(slots)
+        while len(self._batch) >= procreader.BATCH_FILES:
             self.flush()
 
     def requeue(self) -> None:
@@ -205,8 +202,7 @@ class FileBatches:
         with self.cond:
             slots = list(self.requeued)
             self.requeued.clear()
-        for slot in slots:
-            self._add(slot)
+        self._add(slots)
 
     def expect(self, task: DirTask, count: int) -> None:
         with self.cond:
@@ -218,7 +214,9 @@ class FileBatches:
             self.cond.notify_all()
 
     def flush(self, final: bool = False) -> None:
-        batch, self._batch = self._batch, []
+        """Send the queued slots (at most one batch of them) to a scanner."""
+        batch = self._batch[: procreader.BATCH_FILES]
+        del self._batch[: procreader.BATCH_FILES]
         if not batch:
             return
         worker = self._worker(small=final)
@@ -229,7 +227,7 @@ class FileBatches:
             number = self._next_batch = self._next_batch + 1
             self._in_flight[number] = (worker, batch)
             worker.in_flight += 1
-        worker.send(("scan", number, [slot.item() for slot in batch]))
+        worker.send(("scan", number, _scan_items(batch)))
 
     def _worker(self, small: bool) -> _Worker:
         if self._processes and not self._workers and not small:
@@ -278,12 +276,14 @@ class FileBatches:
         number: int,
         results: list[procreader.FileResult],
         candidates: list[procreader.Candidate],
+        identical_bytes: int,
     ) -> None:
         wanted = self._saver.claim_many(candidates)
         # before the seal is sent: on a pool of several threads, the answer to it may be
         # handled (and the batch forgotten) before this thread goes on
         batch = self._in_flight[number][1]
-        worker.send(("seal", number, wanted))  # first: the worker seals while we apply
+        if candidates:  # first: the worker seals while we apply
+            worker.send(("seal", number, wanted))
         handed_back: list[Slot] = []
         scanned: list[tuple[Slot, procreader.FileResult]] = []
         for slot, result in zip(batch, results, strict=False):
@@ -291,13 +291,15 @@ class FileBatches:
                 handed_back.append(slot)
             else:
                 scanned.append((slot, result))
-        self._apply(scanned)
+        self._apply(scanned, identical_bytes)
         with self.cond:
             for slot, _ in scanned:
                 slot.task.waiting -= 1
             self.handed_back.extend(handed_back)
             # the scanner stopped after BATCH_BYTES: the walker queues the rest again
             self.requeued.extend(batch[len(results) :])
+            if not candidates:  # nothing to seal: the batch is done
+                self._done(number)
             self.cond.notify_all()
 
     def _sealed(
@@ -309,9 +311,13 @@ class FileBatches:
         # a view of the channel's buffer from a process, the scanner's own from a thread
         self._saver.add_segment(memoryview(segment), entries)
         with self.cond:
-            worker, _ = self._in_flight.pop(number)
-            worker.in_flight -= 1
+            self._done(number)
             self.cond.notify_all()
+
+    def _done(self, number: int) -> None:
+        """Forget a batch whose blobs are all packed (with the condition held)."""
+        worker, _ = self._in_flight.pop(number)
+        worker.in_flight -= 1
 
     def _fail(self, exc: BaseException) -> None:
         with self.cond:
@@ -338,6 +344,14 @@ class FileBatches:
     def raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
+
+
+def _scan_items(batch: list[Slot]) -> list[procreader.ScanItem]:
+    return [
+        (slot.path, slot.name, parent.key(slot.name) if slot.compare and parent else None)
+        for slot in batch
+        for parent in (slot.parent_dir,)
+    ]
 
 
 def is_unset(child: object) -> bool:

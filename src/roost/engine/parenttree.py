@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from roost.engine.procreader import ParentKey
+from roost.engine.procreader import ParentKey, file_key
 from roost.engine.tree import FILE, TREE_VERSION, Node, encode_entry, get_bytes, node_from_json
 from roost.errors import CorruptObject, UnsupportedFormat
 
@@ -26,7 +26,10 @@ class ParentDir:
 
     def __init__(self, subtree: bytes, docs: list[dict[str, Any]]) -> None:
         self.subtree = subtree
-        self._docs: dict[bytes, dict[str, Any]] = {_name(doc): doc for doc in docs}
+        try:  # names are text but for the rare name_b64: try the common case first
+            self._docs: dict[bytes, dict[str, Any]] = {d["name"].encode(): d for d in docs}
+        except (KeyError, AttributeError, UnicodeEncodeError):
+            self._docs = {_name(doc): doc for doc in docs}
         self._nodes: dict[bytes, Node] = {}
 
     @classmethod
@@ -79,33 +82,15 @@ class ParentDir:
         node = self.node(name)
         return None if node is None else encode_entry(node)
 
-    def nodes(self) -> dict[bytes, Node]:
-        return {name: node for name in list(self._docs) if (node := self.node(name)) is not None}
-
     def key(self, name: bytes) -> ParentKey | None:
-        """A regular file's ``lstat`` fields as procreader.stat_key builds them, or None.
-
-        Read from the document with node_from_json's defaults; a malformed value simply
-        never equals a fresh ``lstat``, so the file is read again.
-        """
+        """A regular file's ``lstat`` fields as procreader.stat_key builds them, or None."""
         doc = self._docs.get(name)
         if doc is None or doc.get("type") != FILE:
             return None
-        get = doc.get
-        return (
-            get("size", 0),
-            get("mtime_ns", 0),
-            get("ctime_ns", 0),
-            get("inode", 0),
-            get("mode", 0),
-            get("uid", 0),
-            get("gid", 0),
-            get("user"),
-            get("group"),
-            get("atime_ns", 0),
-            get("device", 0),
-            get("nlink", 1),
-        )
+        return file_key(doc)
+
+    def nodes(self) -> dict[bytes, Node]:
+        return {name: node for name in list(self._docs) if (node := self.node(name)) is not None}
 
 
 def _name(doc: dict[str, Any]) -> bytes:

@@ -38,7 +38,7 @@ import pickle
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from roost.engine import compress, fsmeta, workerproc
 from roost.engine.chunker import Chunker
@@ -50,7 +50,7 @@ from roost.errors import RoostError
 
 _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 2 * 1024 * 1024
 BATCH_FILES = 256
 SEGMENT_BUFFER = 1024 * 1024  # the smallest segment buffer kept (see BatchScanner.seal)
 
@@ -62,9 +62,28 @@ UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not re
 STORED = 4  # read; ``problem`` set when it changed while being read
 IDENTICAL = 5  # unchanged, and every other field equal too: the parent's node is reused
 
-# the fields of a node that come from lstat; the first four decide whether the content is
-# unchanged (as Node.same_file_as), all of them whether the parent's node can be reused
-ParentKey = tuple[int, int, int, int, int, int, int, str | None, str | None, int, int, int]
+# The fields of a node that come from lstat, named as in its tree document; the first four
+# decide whether the content is unchanged (as Node.same_file_as), all of them whether the
+# parent's node can be reused. A key holds them in this order with every zero integer as
+# None, because a tree document leaves zero fields out: the main process then builds the
+# parent's key with one ``map(doc.get, KEY_FIELDS)`` (see ParentDir.key), the main process
+# being the bottleneck of an incremental backup.
+KEY_FIELDS = (
+    "size",
+    "mtime_ns",
+    "ctime_ns",
+    "inode",
+    "mode",
+    "uid",
+    "gid",
+    "user",
+    "group",
+    "atime_ns",
+    "device",
+    "nlink",
+)
+Int = int | None
+ParentKey = tuple[Int, Int, Int, Int, Int, Int, Int, str | None, str | None, Int, Int, Int]
 # one file to scan: path, name, the parent's key (None: new or forced read)
 ScanItem = tuple[bytes, bytes, ParentKey | None]
 
@@ -87,6 +106,8 @@ _EXCLUDED = FileResult(EXCLUDED)
 
 # a blob a scan found: (type, id, plaintext length); the scanner keeps the plaintext
 Candidate = tuple[int, bytes, int]
+# a scan's answer: results (a prefix of the items), blobs found, bytes of identical files
+Scanned = tuple[list[FileResult], list[Candidate], int]
 # where a sealed blob sits in a segment: (type, id, sealed length, plaintext length, method)
 SegmentEntry = tuple[int, bytes, int, int, int]
 
@@ -106,18 +127,18 @@ class WorkerSetup:
 def stat_key(node: Node) -> ParentKey:
     """See :data:`ParentKey`."""
     return (
-        node.size,
-        node.mtime_ns,
-        node.ctime_ns,
-        node.inode,
-        node.mode,
-        node.uid,
-        node.gid,
+        node.size or None,
+        node.mtime_ns or None,
+        node.ctime_ns or None,
+        node.inode or None,
+        node.mode or None,
+        node.uid or None,
+        node.gid or None,
         node.user,
         node.group,
-        node.atime_ns,
-        node.device,
-        node.nlink,
+        node.atime_ns or None,
+        node.device or None,
+        node.nlink or None,
     )
 
 
@@ -157,21 +178,25 @@ class BatchScanner:
         self._file_bytes = 0  # read so far from the file being scanned
         self._buffers = threading.local()
 
-    def scan(self, batch: int, items: list[ScanItem]) -> tuple[list[FileResult], list[Candidate]]:
+    def scan(self, batch: int, items: list[ScanItem]) -> Scanned:
         """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
         results: list[FileResult] = []
         collector = _Collector(self.key)
         reader = FileReader(collector, self.chunker, self._count_read)
-        read = 0
-        for item in items:
-            result = self.scan_one(reader, *item)
+        read = identical_bytes = 0
+        for path, name, parent in items:
+            result = self.scan_one(reader, path, name, parent)
             results.append(result)
+            if result is _IDENTICAL:
+                identical_bytes += parent[0] or 0  # type: ignore[index]
             read += result.bytes_read
             if read >= self.setup.batch_bytes:
                 break
-        self._held[batch] = collector.found
+        if collector.found:  # else there is nothing to seal: no "seal" comes
+            self._held[batch] = collector.found
         found = collector.found.items()
-        return results, [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
+        candidates = [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
+        return results, candidates, identical_bytes
 
     def seal(self, batch: int, wanted: list[bytes]) -> tuple[memoryview, list[SegmentEntry]]:
         """Compress and encrypt the wanted blobs of a scanned batch into one segment.
@@ -248,22 +273,27 @@ class BatchScanner:
         self._file_bytes += count
 
 
+def file_key(doc: dict[str, Any]) -> ParentKey:
+    """The :data:`ParentKey` of a regular file's tree document (a field left out: None)."""
+    return cast(ParentKey, tuple(map(doc.get, KEY_FIELDS)))
+
+
 def _lstat_key(st: os.stat_result) -> ParentKey:
     """:data:`ParentKey` of a regular file's ``lstat``, as :func:`stat_key` of its node."""
     uid, gid = st.st_uid, st.st_gid
     return (
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_ino,
-        stat.S_IMODE(st.st_mode),
-        uid,
-        gid,
+        st.st_size or None,
+        st.st_mtime_ns or None,
+        st.st_ctime_ns or None,
+        st.st_ino or None,
+        stat.S_IMODE(st.st_mode) or None,
+        uid or None,
+        gid or None,
         fsmeta.user_name(uid),
         fsmeta.group_name(gid),
-        st.st_atime_ns,
-        st.st_dev,
-        st.st_nlink,
+        st.st_atime_ns or None,
+        st.st_dev or None,
+        st.st_nlink or None,
     )
 
 
@@ -292,8 +322,7 @@ def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
     """One request to a scanner and its answer (the protocol of :func:`worker_main`)."""
     if message[0] == "scan":
         _, batch, items = message
-        results, candidates = scanner.scan(batch, items)
-        return ("scanned", batch, results, candidates)
+        return ("scanned", batch, *scanner.scan(batch, items))
     if message[0] == "seal":
         _, batch, wanted = message
         segment, entries = scanner.seal(batch, wanted)
@@ -344,6 +373,7 @@ __all__ = [
     "BATCH_FILES",
     "EXCLUDED",
     "IDENTICAL",
+    "KEY_FIELDS",
     "MAIN",
     "MAX_FILE_SIZE",
     "MISSED",
@@ -357,6 +387,7 @@ __all__ = [
     "SegmentEntry",
     "WorkerProcess",
     "WorkerSetup",
+    "file_key",
     "handle",
     "prestart_workers",
     "run_worker",

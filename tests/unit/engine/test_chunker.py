@@ -21,7 +21,7 @@ def _reference(data: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("size", [0, 1, MIN, MAX, 3 * MAX + 17, 9 * MAX + 5])
-@pytest.mark.parametrize("block", [2 * MAX, 3 * MAX + 1])
+@pytest.mark.parametrize("block", [MIN // 2 + 1, MAX // 4, MAX, 2 * MAX, 3 * MAX + 1])
 def test_block_cuts_equal_whole_buffer_cuts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, block: int
 ) -> None:

@@ -51,13 +51,20 @@ def _setup(master: MasterKey, **limits: int | None) -> procreader.WorkerSetup:
     return procreader.WorkerSetup(master, 64 * 1024, 256 * 1024, MIB, **limits)  # type: ignore[arg-type]
 
 
-def _item(path: Path, parent: procreader.ParentKey | None = None) -> procreader.ScanItem:
-    return bytes(path), path.name.encode(), parent
+def _items(*files: tuple[Path, procreader.ParentKey] | Path) -> list[procreader.ScanItem]:
+    """Scan items: a path alone is read, a (path, parent key) pair compared first."""
+    items: list[procreader.ScanItem] = []
+    for file in files:
+        path, key = file if isinstance(file, tuple) else (file, None)
+        items.append((bytes(path), path.name.encode(), key))
+    return items
 
 
 def _key_of(path: Path) -> procreader.ParentKey:
+    """The first four fields (content unchanged), none of the others."""
     st = path.lstat()
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    none = None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, *(none,) * 8  # type: ignore[return-value]
 
 
 def test_every_node_field_survives_pickling() -> None:
@@ -92,15 +99,16 @@ def test_scan_outcomes(tmp_path: Path) -> None:
     (tmp_path / "huge.bin").write_bytes(b"h" * 200_000)
     (tmp_path / "linked.txt").write_bytes(b"two names")
     os.link(tmp_path / "linked.txt", tmp_path / "second-name.txt")
-    items = [
-        _item(tmp_path / "new.txt"),
-        _item(tmp_path / "same.txt", _key_of(tmp_path / "same.txt")),
-        _item(tmp_path / "big.bin"),
-        _item(tmp_path / "huge.bin"),
-        _item(tmp_path / "linked.txt"),
-        _item(tmp_path / "gone.txt"),
-    ]
-    results, candidates = scanner.scan(1, items)
+    items = _items(
+        tmp_path / "new.txt",
+        (tmp_path / "same.txt", _key_of(tmp_path / "same.txt")),
+        tmp_path / "big.bin",
+        tmp_path / "huge.bin",
+        tmp_path / "linked.txt",
+        tmp_path / "gone.txt",
+    )
+    results, candidates, identical_bytes = scanner.scan(1, items)
+    assert identical_bytes == 0
     assert [r.outcome for r in results] == [
         procreader.STORED,
         procreader.UNCHANGED,
@@ -126,14 +134,14 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     os.chmod(path, 0o4751)
     os.utime(path, ns=(1_000_000_123, 2_000_000_456))
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
-    results, _ = scanner.scan(1, [_item(path)])
+    results, _, _ = scanner.scan(1, _items(path))
     expected = fsmeta.node_from_stat(b"f.txt", os.lstat(path), bytes(path), read_xattrs=False)
     expected.xattrs = fsmeta.xattrs_of(bytes(path))
     expected.content = [Key(scanner.setup.master).chunk_id(b"content")]
     assert results[0].entry == encode_entry(expected)
     full_key = procreader.stat_key(expected)
-    again, _ = scanner.scan(2, [_item(path, full_key)])
-    assert (again[0].outcome, again[0].node) == (procreader.IDENTICAL, None)
+    again, _, identical_bytes = scanner.scan(2, _items((path, full_key)))
+    assert (again[0].outcome, again[0].node, identical_bytes) == (procreader.IDENTICAL, None, 7)
 
 
 def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
@@ -157,7 +165,7 @@ def test_seal_puts_the_wanted_blobs_end_to_end(tmp_path: Path) -> None:
     scanner = procreader.BatchScanner(_setup(master))
     for name, text in (("a", b"alpha " * 50), ("b", b"beta " * 70), ("c", b"gamma " * 90)):
         (tmp_path / name).write_bytes(text)
-    _, candidates = scanner.scan(7, [_item(tmp_path / n) for n in "abc"])
+    _, candidates, _ = scanner.scan(7, _items(*(tmp_path / n for n in "abc")))
     wanted = [candidates[2][1], candidates[0][1]]  # the main process wants two, in its order
     segment, entries = scanner.seal(7, wanted)
     key = Key(master)
@@ -175,7 +183,7 @@ def test_a_scan_stops_after_its_byte_budget(tmp_path: Path) -> None:
     scanner = procreader.BatchScanner(_setup(MasterKey.generate(), batch_bytes=10_000))
     for number in range(5):
         (tmp_path / f"f{number}").write_bytes(os.urandom(6_000))
-    results, _ = scanner.scan(1, [_item(tmp_path / f"f{n}") for n in range(5)])
+    results, _, _ = scanner.scan(1, _items(*(tmp_path / f"f{n}" for n in range(5))))
     assert [r.outcome for r in results] == [procreader.STORED, procreader.STORED]
 
 
@@ -278,7 +286,9 @@ def test_parent_entries_are_decoded_on_demand() -> None:
     ]
     parent = ParentDir(b"t" * 32, docs)
     assert len(parent) == 3 and b"\xff" in parent
-    assert parent.key(b"plain") == (5, 7, 0, 9, 0, 0, 0, "root", None, 0, 0, 1)
+    none = None
+    assert parent.key(b"plain") == (5, 7, none, 9, none, none, none, "root", none, none, none, none)
+    assert parent.key(b"\xff") == ("five", *(none,) * 11)  # never equals an lstat: read again
     assert parent.key(b"sub") is None  # only regular files are compared by key
     assert parent.node(b"\xff") is None  # malformed: the file is simply read again
     node = parent.node(b"sub")

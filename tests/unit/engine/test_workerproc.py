@@ -102,9 +102,9 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
         assert worker.process.pid == warm_pid
         assert workerproc._warm[procreader.__name__] == []
         worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
-        kind, number, results, candidates = worker.conn.recv()
+        kind, number, results, candidates, identical_bytes = worker.conn.recv()
         assert (kind, number, [r.outcome for r in results]) == ("scanned", 1, [procreader.STORED])
-        assert [c[2] for c in candidates] == [4]
+        assert ([c[2] for c in candidates], identical_bytes) == ([4], 0)
     finally:
         worker.conn.send(("stop",))
         worker.stop()
