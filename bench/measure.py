@@ -17,6 +17,11 @@ the sum). Two traps, and what is done about them:
   thread adds up VmRSS of the tool and all its live descendants every 50 ms, and the peak RSS
   is the larger of the two figures (Roost's backup runs worker processes).
 
+Summed VmRSS counts the pages a tool's processes share (one interpreter's code and libraries,
+mapped by Roost's main process and each worker) once per process. The sampler also sums PSS,
+which divides each shared page among its users: the memory the tree really occupies. Both are
+reported; the target is checked against RSS.
+
 A tool with a ``service`` (``roost-agent``: a server and an agent that run for the whole
 scenario) does its work in processes that are not the measured command: for those ("watched"
 processes), the CPU time of each tree is the difference of two ``/proc`` readings around the
@@ -65,6 +70,9 @@ class Measurement:
     rss_tree_sampled_bytes: int
     stdout_tail: str
     stderr_tail: str
+    # peak of the tree's summed PSS: pages shared between its processes (the interpreter
+    # and libraries of Roost's workers) counted once, not once per process as by VmRSS
+    peak_pss_bytes: int = 0
     # with watched processes: "command" and each watched label -> user_seconds, sys_seconds,
     # peak_rss_bytes (and high_water_rss_bytes: the process's VmHWM since it started)
     parts: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -83,15 +91,18 @@ class _TreeRssSampler(threading.Thread):
         self._pid = pid
         self._watched = dict(watched or {})
         self._stop_event = threading.Event()
-        self.peak = 0
+        self.peak = self.peak_pss = 0
         self.peaks = dict.fromkeys(self._watched, 0)
+        self.pss_peaks = dict.fromkeys(self._watched, 0)
         self.lost: str | None = None  # a watched process that ended during the step
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.peak = max(self.peak, tree_rss(self._pid))
+            self.peak_pss = max(self.peak_pss, tree_rss(self._pid, "Pss:"))
             for label, pid in self._watched.items():
                 self.peaks[label] = max(self.peaks[label], tree_rss(pid))
+                self.pss_peaks[label] = max(self.pss_peaks[label], tree_rss(pid, "Pss:"))
                 if self.lost is None and not _running(pid):
                     self.lost = label  # the command would wait for it forever: stop it
                     with contextlib.suppress(ProcessLookupError):
@@ -112,22 +123,25 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _rss(pid: int) -> int:
+def _rss(pid: int, field: str = "VmRSS:") -> int:
+    """VmRSS (from status) or Pss (from smaps_rollup) of one process, in bytes."""
+    where = "status" if field == "VmRSS:" else "smaps_rollup"
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/{where}") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
     return 0
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(pid: int, field: str = "VmRSS:") -> int:
+    """The summed VmRSS (or ``Pss:``) of a process and its descendants."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
-        total += _rss(current)
+        total += _rss(current, field)
         stack.extend(children(current))
     return total
 
@@ -253,6 +267,7 @@ def run_measured(
             else ""
         ),
         parts=parts,
+        peak_pss_bytes=sampler.pss_peaks.get(rss_label or "", sampler.peak_pss),
     )
 
 

@@ -49,6 +49,7 @@ FIGURES = [
     Figure("repo_full_bytes", "repository size, after full", _mib),
     Figure("repo_final_bytes", "repository size, after 3 backups", _mib),
     Figure("rss_backup_bytes", "peak RSS, backups (max of 3)", _mib),
+    Figure("pss_backup_bytes", "peak PSS, backups (shared pages once)", _mib),
     Figure("rss_restore_bytes", "peak RSS, restore", _mib),
     Figure("client_cache_bytes", "client-side cache/home size", _mib),
     Figure("full_backup_cpu_agent_s", "full backup CPU, agent part", _seconds, optional=True),
@@ -82,6 +83,13 @@ def figures_of(run: ToolRun, dataset_bytes: int) -> dict[str, float]:
     ]
     if backups:
         out["rss_backup_bytes"] = max(backups)
+    pss = [
+        steps[name].peak_pss_bytes
+        for name in ("full_backup", "nochange_backup", "change_backup")
+        if name in steps
+    ]
+    if pss and min(pss) > 0:  # results from before the figure existed have none
+        out["pss_backup_bytes"] = max(pss)
     if "restore" in steps:
         out["rss_restore_bytes"] = steps["restore"].peak_rss_bytes
     full_parts = steps["full_backup"].parts if "full_backup" in steps else {}
