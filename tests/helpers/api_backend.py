@@ -4,11 +4,13 @@ engine (archiver, index, leases) runs against the server exactly as an agent's w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from fastapi.testclient import TestClient
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import ObjectInfo
+from roost.storage.spool import check_size, read_whole
 
 BASE = "/api/v1/agent/storage"
 
@@ -30,6 +32,13 @@ class ApiBackend:
         headers = {**self.headers, **({"X-Roost-Overwrite": "1"} if overwrite else {})}
         reply = self.client.put(f"{BASE}/{key}", content=bytes(data), headers=headers)
         self._check(reply.status_code, key, reply.text)
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        check_size(file, size)
+        self.put(key, read_whole(file, size), overwrite=overwrite)  # the test client wants bytes
+
+    def spool_dir(self) -> str | None:
+        return None
 
     def get(self, key: str) -> bytes:
         reply = self.client.get(f"{BASE}/{key}", headers=self.headers)

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.keys import KdfParams
@@ -25,10 +26,10 @@ class SlowPacks(LocalBackend):
         super().__init__(root)
         self.delay = delay
 
-    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
-        if key.startswith("data/"):
-            time.sleep(self.delay)
-        super().put(key, data, overwrite=overwrite)
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        assert key.startswith("data/")  # packs, and only packs, are stored from spool files
+        time.sleep(self.delay)
+        super().put_file(key, file, size, overwrite=overwrite)
 
 
 def _make_files(root: Path, prefix: str, count: int, size: int, seed: int) -> None:

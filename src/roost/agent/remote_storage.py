@@ -8,7 +8,9 @@ Agents hold no storage credentials (DESIGN.md §3). ``RemoteBackend`` implements
     PUT    /storage/{key}      201; 412 when it exists ("X-Roost-Overwrite: 1" for leases/)
     DELETE /storage/{key}      204; 404; leases/ only
 
-Status codes are translated once, here: 404 -> ObjectNotFound, 412 -> ObjectExists, anything
+``put_file`` streams the file as the PUT body (with its Content-Length) in pieces, so a pack is
+never in the agent's memory whole; a retry reads the file again from its start. Status codes
+are translated once, here: 404 -> ObjectNotFound, 412 -> ObjectExists, anything
 else -> StorageError with the server's message. Keys are validated before they become URLs,
 because URL normalisation would quietly turn ``data/../x`` into ``x``.
 """
@@ -16,7 +18,8 @@ because URL normalisation would quietly turn ``data/../x`` into ``x``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +31,7 @@ from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend, ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
 from roost.storage.retry import RetryingBackend
+from roost.storage.spool import COPY_CHUNK, check_size, pieces
 
 OVERWRITE_HEADER = "X-Roost-Overwrite"
 
@@ -53,10 +57,24 @@ class RemoteBackend:
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         validate_key(key)
-        headers = {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"}
+        self._put(key, self._body(bytes(data)), len(data), overwrite)
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        validate_key(key)
+        check_size(file, size)
+        hooked = self._limiter is not None or self._on_send is not None
+        body = pieces(file, size, CHUNK if hooked else COPY_CHUNK)
+        self._put(key, self._hooked(body) if hooked else body, size, overwrite)
+
+    def spool_dir(self) -> str | None:
+        return None  # the server stores what it is sent: a local temp directory is best
+
+    def _put(self, key: str, body: bytes | Iterator[bytes], size: int, overwrite: bool) -> None:
+        # Content-Length also keeps httpx from sending an iterator chunked
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
         if overwrite:
             headers[OVERWRITE_HEADER] = "1"
-        response = self._send("PUT", key, content=self._body(bytes(data)), headers=headers)
+        response = self._send("PUT", key, content=body, headers=headers)
         if response.status_code == 412:
             raise ObjectExists(f"{self._where(key)} already exists")
         self._check(response, "store", key, ok=(200, 201, 204))
@@ -112,12 +130,12 @@ class RemoteBackend:
     def _body(self, data: bytes) -> bytes | Iterator[bytes]:
         if not data or (self._limiter is None and self._on_send is None):
             return data
-        return self._pieces(data)
-
-    def _pieces(self, data: bytes) -> Iterator[bytes]:
         view = memoryview(data)
-        for start in range(0, len(view), CHUNK):
-            piece = bytes(view[start : start + CHUNK])
+        return self._hooked(bytes(view[at : at + CHUNK]) for at in range(0, len(view), CHUNK))
+
+    def _hooked(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        """The pieces of a body, each reported and paced before it is sent."""
+        for piece in body:
             if self._on_send is not None:
                 self._on_send(len(piece))
             if self._limiter is not None:

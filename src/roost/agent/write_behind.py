@@ -16,15 +16,22 @@ failed pack is simply absent). Leases are independent of packs: their operations
 nor fail because of a pack, so a failed backup still releases its lease. A pack that already
 exists counts as stored (packs are content-addressed; the engine ignores ``ObjectExists`` for
 them too).
+
+A pack stored with ``put_file`` goes up from a duplicate of the caller's descriptor (read at a
+position of its own), which stays valid, and keeps an unnamed spool file alive, after the
+caller closes its file: the backend holds ``depth`` spool files, not ``depth`` packs in memory.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 from roost.errors import ObjectExists
 from roost.storage.base import Backend, ObjectInfo
+from roost.storage.spool import check_size, own_reader
 
 PACK_PREFIX = "data/"
 LEASE_PREFIX = "leases/"
@@ -52,18 +59,24 @@ class WriteBehindBackend:
             self.drain()
             self.inner.put(key, data, overwrite=overwrite)
             return
-        self._raise_failed()
-        self._slots.acquire()
-        with self._changed:
-            self._pending += 1
-        try:
-            thread = threading.Thread(
-                target=self._upload, args=(key, data), name="roost-upload", daemon=True
-            )
-            thread.start()
-        except BaseException:
-            self._finished()
-            raise
+        with self._slot():
+            self._spawn(lambda: self.inner.put(key, data))
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        if key.startswith(LEASE_PREFIX):
+            self.inner.put_file(key, file, size, overwrite=overwrite)
+            return
+        if overwrite or not key.startswith(PACK_PREFIX):
+            self.drain()
+            self.inner.put_file(key, file, size, overwrite=overwrite)
+            return
+        check_size(file, size)
+        with self._slot():
+            own = own_reader(file, size)  # now: the caller closes its file once we return
+            self._spawn(lambda: self._put_own(key, own, size))
+
+    def spool_dir(self) -> str | None:
+        return self.inner.spool_dir()
 
     def drain(self) -> None:
         """Wait until every pack accepted so far is stored; raise the first failure."""
@@ -92,9 +105,32 @@ class WriteBehindBackend:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _upload(self, key: str, data: bytes) -> None:
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Take one of ``depth`` upload slots for the pack the block hands to a thread."""
+        self._raise_failed()
+        self._slots.acquire()
+        with self._changed:
+            self._pending += 1
         try:
-            self.inner.put(key, data)
+            yield
+        except BaseException:
+            self._finished()
+            raise
+
+    def _spawn(self, store: Callable[[], None]) -> None:
+        thread = threading.Thread(
+            target=self._upload, args=(store,), name="roost-upload", daemon=True
+        )
+        thread.start()
+
+    def _put_own(self, key: str, own: BinaryIO, size: int) -> None:
+        with own:
+            self.inner.put_file(key, own, size)
+
+    def _upload(self, store: Callable[[], None]) -> None:
+        try:
+            store()
         except ObjectExists:
             pass  # the same content is stored already
         except BaseException as exc:  # raised again in the job's thread

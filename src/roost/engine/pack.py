@@ -18,20 +18,28 @@ of a million ~1 KiB files). Version 1 (records as they are) is still read.
 ``length`` is the stored (encrypted) size, ``raw_length`` the plaintext size. The pack's storage
 name is the unkeyed BLAKE3 of its bytes, so ``check --read-data`` can verify a whole pack
 without the index, and the index can be rebuilt from the packs alone.
+
+A pack being built is written to a spool file (storage/spool.py), not held in memory, and its
+name is hashed as its bytes are written; ``finish`` hands over the file for
+``Backend.put_file``.
 """
 
 from __future__ import annotations
 
-import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
+from types import TracebackType
+from typing import BinaryIO
 
+import blake3
 import zstandard
 
-from roost.engine.crypto import Key, content_hash
-from roost.errors import CorruptObject, UnsupportedFormat
+from roost.engine.crypto import Key
+from roost.errors import CorruptObject, StorageError, UnsupportedFormat
+from roost.storage.spool import open_spool, read_whole
 
 PACK_MAGIC = b"RPK1"
 HEADER_VERSION = 2  # written; 1 (uncompressed records) is read too
@@ -76,19 +84,44 @@ def pack_id_from_key(key: str) -> bytes | None:
     return raw if len(raw) == 32 else None
 
 
+@dataclass(frozen=True, slots=True)
+class SpooledPack:
+    """A finished pack: its id and the file that holds its ``size`` bytes (from offset 0)."""
+
+    id: bytes
+    file: BinaryIO
+    size: int
+
+    def read(self) -> bytes:
+        """The whole pack in memory (for tests and small packs)."""
+        return read_whole(self.file, self.size)
+
+    def close(self) -> None:
+        self.file.close()  # an unnamed spool file is gone with its last descriptor
+
+    def __enter__(self) -> SpooledPack:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 class PackBuilder:
     """Accumulates encrypted blobs until the pack is big enough to upload.
 
-    The pack is written into one growing buffer, and its entries are kept as the header's
-    packed records: keeping the pieces and joining them at the end held every 16 MiB pack
-    twice while it was uploaded, and a ``BlobEntry`` per blob (~200 bytes each, thousands
-    per pack) until the next checkpoint.
+    The blobs go straight into a spool file (from ``spool``, default an unnamed file in the
+    temp directory; ``io.BytesIO`` keeps a pack in memory), hashed as they are written, so a
+    16 MiB pack costs no memory while it fills or is stored. The file is opened with the first
+    blob. The entries are kept as the header's packed records: a ``BlobEntry`` per blob (~200
+    bytes each, thousands per pack) held every pack's entries until the next checkpoint.
     """
 
-    def __init__(self) -> None:
-        # BytesIO hands its buffer over without a copy in getvalue() (CPython), so the pack
-        # is never in memory twice; its growth is a realloc, which is mremap for big buffers.
-        self._data = io.BytesIO()
+    def __init__(self, spool: Callable[[], BinaryIO] = open_spool) -> None:
+        self._spool = spool
+        self._file: BinaryIO | None = None
+        self._hash = blake3.blake3()  # the pack id: unkeyed BLAKE3, as crypto.content_hash
         self.records = bytearray()  # one ENTRY per blob, in pack order: the header's body
         self.size = 0
         self.raw_size = 0  # plaintext bytes of the blobs
@@ -100,7 +133,7 @@ class PackBuilder:
     def add(
         self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int, compression: int
     ) -> None:
-        self._data.write(ciphertext)
+        self._write(ciphertext)
         self.records += ENTRY.pack(
             blob_type, blob_id, self.size, len(ciphertext), raw_length, compression
         )
@@ -116,23 +149,63 @@ class PackBuilder:
         """
         if sum(blob[2] for blob in blobs) != len(segment):
             raise ValueError("segment length does not match its blobs")
+        self._write(segment)
         offset = self.size
         for blob_type, blob_id, length, raw_length, compression in blobs:
             self.records += ENTRY.pack(blob_type, blob_id, offset, length, raw_length, compression)
             offset += length
             self.raw_size += raw_length
-        self._data.write(segment)
         self.size = offset
 
-    def finish(self, key: Key) -> tuple[bytes, bytes]:
-        """Return (pack id, pack bytes) with the encrypted header and trailer appended."""
-        packed = zstandard.ZstdCompressor(level=3).compress(self.records)
-        sealed = key.encrypt(bytes((HEADER_VERSION,)) + packed, HEADER_AAD)
-        self._data.write(sealed)
-        self._data.write(TRAILER.pack(len(sealed), PACK_MAGIC))
-        data = self._data.getvalue()
-        self._data = io.BytesIO()  # drop the shared buffer: a later write would copy it
-        return content_hash(data), data
+    def finish(self, key: Key) -> SpooledPack:
+        """Append the encrypted header and the trailer; the pack now belongs to the caller."""
+        try:
+            packed = zstandard.ZstdCompressor(level=3).compress(self.records)
+            sealed = key.encrypt(bytes((HEADER_VERSION,)) + packed, HEADER_AAD)
+            self._write(sealed)
+            self._write(TRAILER.pack(len(sealed), PACK_MAGIC))
+            file = self._open()
+            with _spooling():
+                file.flush()
+        except BaseException:
+            self.close()
+            raise
+        self._file = None
+        return SpooledPack(self._hash.digest(), file, self.size + len(sealed) + TRAILER.size)
+
+    def finish_bytes(self, key: Key) -> tuple[bytes, bytes]:
+        """(pack id, pack bytes): :meth:`finish` for tests and callers that need the bytes."""
+        with self.finish(key) as pack:
+            return pack.id, pack.read()
+
+    def close(self) -> None:
+        """Drop the pack (a builder abandoned after an error); finish() needs no close."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            self._file = self._spool()
+        return self._file
+
+    def _write(self, data: bytes | memoryview) -> None:
+        """Append to the spool file and the hash (the file fails first: disk full)."""
+        with _spooling():
+            self._open().write(data)
+        self._hash.update(data)
+
+
+@contextmanager
+def _spooling() -> Iterator[None]:
+    """A spool file that cannot be made or written fails the backup with advice, not as a bug."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write a pack to its spool file: {exc.strerror or exc}; free space where "
+            "packs are spooled (a local repository's directory, else TMPDIR)"
+        ) from exc
 
 
 def record_ids(records: bytes | bytearray) -> Iterator[bytes]:

@@ -20,6 +20,7 @@ that `check` passes: at worst some unindexed packs, which the next prune removes
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from roost.engine.pack import BlobEntry, PackBuilder, pack_key
 from roost.engine.recovery import list_packs
 from roost.engine.repository import Repository
 from roost.errors import ObjectNotFound, RepositoryError, RoostError
+from roost.storage.spool import open_spool
 
 SKEW_MARGIN_NS = 5 * 60 * 10**9
 
@@ -248,28 +250,32 @@ class _Pruner:
         contents: dict[bytes, list[tuple[bytes, Location]]],
     ) -> None:
         """Copy the live blobs of ``packs`` (still encrypted) into new packs."""
-        builder = PackBuilder()
-        for pack_id in packs:
-            live = [(blob, loc) for blob, loc in contents[pack_id] if not loc.tombstoned_ns]
-            for blob_id, loc in live:
-                raw = self.repo.backend.get_range(pack_key(pack_id), loc.offset, loc.length)
-                self.repo.decode_blob(blob_id, loc, raw)  # never copy damaged data
-                builder.add(loc.type, blob_id, raw, loc.raw_length, loc.compression)
-                if builder.size >= self.repo.config.pack_size:
-                    self._flush_pack(builder, index)
-                    builder = PackBuilder()
-        if builder.entries:
-            self._flush_pack(builder, index)
+        spool = functools.partial(open_spool, self.repo.backend.spool_dir())
+        builder = PackBuilder(spool)
+        try:
+            for pack_id in packs:
+                live = [(blob, loc) for blob, loc in contents[pack_id] if not loc.tombstoned_ns]
+                for blob_id, loc in live:
+                    raw = self.repo.backend.get_range(pack_key(pack_id), loc.offset, loc.length)
+                    self.repo.decode_blob(blob_id, loc, raw)  # never copy damaged data
+                    builder.add(loc.type, blob_id, raw, loc.raw_length, loc.compression)
+                    if builder.size >= self.repo.config.pack_size:
+                        self._flush_pack(builder, index)
+                        builder = PackBuilder(spool)
+            if builder.entries:
+                self._flush_pack(builder, index)
+        finally:
+            builder.close()  # after an error, the spool of the pack being filled
 
     def _flush_pack(self, builder: PackBuilder, index: MasterIndex) -> None:
         entries = list(builder.entries)
-        pack_id, data = builder.finish(self.repo.key)
-        self.repo.backend.put(pack_key(pack_id), data)
+        with builder.finish(self.repo.key) as pack:
+            self.repo.backend.put_file(pack_key(pack.id), pack.file, pack.size)
         # packs -> index: the new copies are indexed before the old pack can go
         self.written.append(
-            self.repo.write_index_file(IndexFile(time.time_ns(), {pack_id: entries}))
+            self.repo.write_index_file(IndexFile(time.time_ns(), {pack.id: entries}))
         )
-        index.add_pack(pack_id, entries)
+        index.add_pack(pack.id, entries)
 
     def _consolidate(
         self, index: MasterIndex, files: dict[bytes, IndexFile], dropped: set[bytes]

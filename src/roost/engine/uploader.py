@@ -4,7 +4,9 @@ The caller (the archiver) hands over plaintext blobs one by one and gets the blo
 once, so trees can be built without waiting for uploads. Compression and encryption run in
 worker threads (zstd and AES-GCM release the GIL); finished blobs go into one open pack per
 blob type, and a full pack is uploaded by the worker that filled it. A semaphore bounds the
-blobs in flight, so memory stays bounded whatever the input.
+blobs in flight, so memory stays bounded whatever the input. Packs are built in spool files
+(see pack.py) where the backend wants them (``Backend.spool_dir``: a local repository's own
+directory, so that storing a pack is a link, not a copy), and stored with ``put_file``.
 
 Checkpoints: every ``checkpoint_seconds`` (or ``checkpoint_packs`` packs, or
 ``checkpoint_blobs`` blobs) the packs uploaded so far get an index file, so after a crash the
@@ -14,6 +16,7 @@ next backup finds their blobs and skips them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -26,8 +29,11 @@ from roost.engine.index import IndexFile, MasterIndex
 from roost.engine.pack import DATA_BLOB, ENTRY, PackBuilder, blob_aad, pack_key, record_ids
 from roost.engine.repository import Repository
 from roost.errors import ObjectExists
+from roost.storage.spool import open_spool
 
-MAX_STORING = 2  # full packs being stored at once, at most (see BlobSaver._builder)
+# Full packs being stored at once, at most (see BlobSaver._builder): a slow storage holds the
+# backup back instead of piling up spool files (16 MiB of disk each, and no memory).
+MAX_STORING = 2
 # Blobs an index file lists at most (3 MiB of records): with a million small files, 30 s of
 # packs made one index file of 40 MB that was held two or three times while it was encoded,
 # and again by every later backup while it loaded the index.
@@ -71,6 +77,7 @@ class BlobSaver:
         # bounded by the open and uploading packs, not the size of the backup.
         self._seen: set[bytes] = set()
         self._open: dict[int, PackBuilder] = {}
+        self._spool = functools.partial(open_spool, repo.backend.spool_dir())
         self._storing = 0  # full packs handed to storage, not stored yet
         self._stored = threading.Condition(self._lock)
         self._pending_index = IndexFile(created_ns=0)
@@ -162,19 +169,23 @@ class BlobSaver:
         The segment goes into the open pack in as few pieces as the pack size allows.
         """
         self._raise_if_failed()
-        view = memoryview(segment)  # slices of it are not copies
-        start = 0
-        while blobs:
-            full: PackBuilder | None = None
-            with self._lock:
-                builder = self._builder(DATA_BLOB)
-                count, length = _fitting(blobs, self.repo.config.pack_size - builder.size)
-                builder.add_segment(view[start : start + length], blobs[:count])
-                if builder.size >= self.repo.config.pack_size:
-                    full = self._full(DATA_BLOB)
-            if full is not None:
-                self._upload(full)
-            blobs, start = blobs[count:], start + length
+        # The views are released on the way out, also when a full pack's upload fails: an
+        # exception keeps this frame alive, and Python 3.11's GC can crash clearing a cycle
+        # that holds a memoryview another buffer still exports (CPython gh-77894).
+        with memoryview(segment) as view:  # slices of it are not copies
+            start = 0
+            while blobs:
+                full: PackBuilder | None = None
+                with self._lock:
+                    builder = self._builder(DATA_BLOB)
+                    count, length = _fitting(blobs, self.repo.config.pack_size - builder.size)
+                    with view[start : start + length] as piece:
+                        builder.add_segment(piece, blobs[:count])
+                    if builder.size >= self.repo.config.pack_size:
+                        full = self._full(DATA_BLOB)
+                if full is not None:
+                    self._upload(full)
+                blobs, start = blobs[count:], start + length
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
         method, payload = compress.compress(data)
@@ -197,14 +208,14 @@ class BlobSaver:
         """The open pack of ``blob_type`` (with the lock held).
 
         A new pack is started only while fewer than MAX_STORING full ones are being stored,
-        so a slow storage holds back the backup instead of piling up 16 MiB packs in memory
+        so a slow storage holds back the backup instead of piling up 16 MiB packs on disk
         (one filling while one is stored is what keeps both going).
         """
         builder = self._open.get(blob_type)
         if builder is None:
             while self._storing >= MAX_STORING:
                 self._stored.wait()
-            builder = self._open.setdefault(blob_type, PackBuilder())
+            builder = self._open.setdefault(blob_type, PackBuilder(self._spool))
         return builder
 
     def _full(self, blob_type: int) -> PackBuilder:
@@ -238,11 +249,11 @@ class BlobSaver:
             self.checkpoint()
 
     def _store(self, builder: PackBuilder) -> tuple[bytes, int]:
-        pack_id, data = builder.finish(self.repo.key)
-        # identical content may already be stored: packs are content-addressed
-        with contextlib.suppress(ObjectExists):
-            self.repo.backend.put(pack_key(pack_id), data)
-        return pack_id, len(data)
+        # The spool file is gone after the block; identical content may already be stored
+        # (packs are content-addressed).
+        with builder.finish(self.repo.key) as pack, contextlib.suppress(ObjectExists):
+            self.repo.backend.put_file(pack_key(pack.id), pack.file, pack.size)
+        return pack.id, pack.size
 
     def _checkpoint_due(self) -> bool:
         waited = time.monotonic() - self._last_checkpoint
@@ -291,7 +302,13 @@ class BlobSaver:
         self.checkpoint()
 
     def close(self) -> None:
+        """Stop the workers; a pack still open (after an error) is dropped with its spool."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            abandoned = list(self._open.values())
+            self._open.clear()
+        for builder in abandoned:
+            builder.close()
 
 
 def _fitting(blobs: list[tuple[int, bytes, int, int, int]], room: int) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from roost.storage.base import Backend, ObjectInfo
 from roost.storage.local import validate_key, validate_prefix
@@ -25,6 +26,12 @@ class PrefixedBackend:
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         self.inner.put(self._full(key), data, overwrite=overwrite)
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        self.inner.put_file(self._full(key), file, size, overwrite=overwrite)
+
+    def spool_dir(self) -> str | None:
+        return self.inner.spool_dir()
 
     def get(self, key: str) -> bytes:
         return self.inner.get(self._full(key))

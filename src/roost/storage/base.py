@@ -4,13 +4,17 @@ Keys are '/'-separated relative names such as ``data/ab/ab12...``. Objects are i
 ``put`` never replaces an existing object unless the caller asks for it (only leases do).
 Backends translate their native errors into :mod:`roost.errors` exceptions once, here at the
 I/O boundary, so the engine sees ``ObjectNotFound`` / ``ObjectExists`` / ``StorageError`` only.
+
+Packs are stored from files (``put_file``), not from memory: a backup writes each pack to a
+spool file (see spool.py) placed where ``spool_dir`` says, so that a local repository can
+publish it with a link instead of a copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,23 @@ class Backend(Protocol):
         """Store ``data`` under ``key`` atomically: readers see all of it or nothing.
 
         Raises ObjectExists when the key exists and ``overwrite`` is false.
+        """
+        ...
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        """Store the content of ``file`` (exactly ``size`` bytes) as :meth:`put` stores data.
+
+        ``file`` is a readable, seekable binary file; it is read from its start (again on a
+        retry) with a bounded buffer, never whole. The caller keeps and closes it, and must
+        not change it once stored: an unnamed spool file in :meth:`spool_dir` may become the
+        stored object itself (a link, no copy). ValueError if the file's size is not ``size``.
+        """
+        ...
+
+    def spool_dir(self) -> str | None:
+        """Where to create spool files for :meth:`put_file` so they are stored without a copy.
+
+        A directory on the objects' file system, or None (use the system's temp directory).
         """
         ...
 

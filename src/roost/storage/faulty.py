@@ -6,6 +6,10 @@ faulty.fail_next("put", after=True)              # the put lands, then "the netw
 faulty.fail_after("put", 10)                     # the 11th put and every later one fail
 faulty.corrupt_on_get(lambda k: k.startswith("data/"))
 faulty.calls["put"]                              # every call counts, failed ones too
+
+``put_file`` is a put here: "put" faults fire on it and it counts in ``calls["put"]`` (and
+in ``calls["put_file"]``), so a test that fails stores fails the packs a backup stores from
+spool files as well as the index and snapshot it stores from memory.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from roost.errors import StorageError
 from roost.storage.base import Backend, ObjectInfo
@@ -82,6 +86,14 @@ class FaultyBackend:
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
         self._run("put", lambda: self._inner.put(key, data, overwrite=overwrite))
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        with self._lock:
+            self.calls["put_file"] += 1
+        self._run("put", lambda: self._inner.put_file(key, file, size, overwrite=overwrite))
+
+    def spool_dir(self) -> str | None:
+        return self._inner.spool_dir()
 
     def get(self, key: str) -> bytes:
         return self._maybe_corrupt(key, self._run("get", lambda: self._inner.get(key)))

@@ -6,6 +6,11 @@ a hard link (which fails if the name exists, so objects are never replaced by ac
 the directory is fsynced so the new name survives a crash. A crash before publishing leaves
 only a ``.tmp-*`` file that ``list`` never shows.
 
+``put_file`` of an unnamed spool file created in :meth:`LocalBackend.spool_dir` (the root,
+where the file system supports ``O_TMPFILE``) skips the temp file: the spool file is
+fsynced and then linked under its final name, with the same no-replace semantics. A crash
+before that leaves nothing at all. Any other file is copied into a temp file as ``put`` does.
+
 The key checks at the bottom are shared by every backend so that all of them accept and
 reject exactly the same keys.
 """
@@ -16,12 +21,21 @@ import contextlib
 import errno
 import os
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import ObjectInfo
 from roost.storage.fdcache import FdCache
+from roost.storage.spool import (
+    SPOOL_MODE,
+    can_spool_unnamed,
+    check_size,
+    copy_into,
+    is_unnamed,
+    link_unnamed,
+)
 
 TEMP_PREFIX = ".tmp-"
 
@@ -37,6 +51,16 @@ class LocalBackend:
         self._root = Path(root)
         self._file_mode = file_mode
         self._fds = FdCache()
+        self._spool: str | None = None
+        self._spool_probed = False
+
+    def spool_dir(self) -> str | None:
+        """The root, if unnamed spool files can be made there (then put_file links them)."""
+        # Probed once (a probe creates and drops a file), when the repository exists.
+        if not self._spool_probed and self._root.is_dir():
+            self._spool = str(self._root) if can_spool_unnamed(self._root) else None
+            self._spool_probed = True
+        return self._spool
 
     @property
     def root(self) -> Path:
@@ -49,14 +73,47 @@ class LocalBackend:
         final = self._path(key)
         try:
             self._ensure_dir(final.parent)
-            tmp = self._write_temp(final.parent, final.name, data)
-            try:
-                self._publish(tmp, final, overwrite)
-            finally:
-                _unlink_quietly(tmp)
+            self._store(final, lambda f: f.write(data), overwrite)
             _fsync_dir(final.parent)
         except OSError as exc:
             raise _translate(exc, "write", final) from exc
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        check_size(file, size)
+        final = self._path(key)
+        try:
+            self._ensure_dir(final.parent)
+            if not self._link_spool(file, final, overwrite):
+                self._store(final, lambda f: copy_into(file, size, f), overwrite)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise _translate(exc, "write", final) from exc
+
+    def _store(self, final: Path, write: Callable[[BinaryIO], object], overwrite: bool) -> None:
+        tmp = self._write_temp(final.parent, final.name, write)
+        try:
+            self._publish(tmp, final, overwrite)
+        finally:
+            _unlink_quietly(tmp)
+
+    def _link_spool(self, file: BinaryIO, final: Path, overwrite: bool) -> bool:
+        """Publish an unnamed spool file by naming it; False if it must be copied instead."""
+        # Only an unnamed file: nobody else can change it once it is the object. Its mode is
+        # the spool's; an object with another one must be a copy made with that mode.
+        if self._file_mode != SPOOL_MODE or not is_unnamed(file):
+            return False
+        file.flush()
+        os.fsync(file.fileno())  # the data is on disk before the name is
+        if not overwrite:
+            return link_unnamed(file, final.parent, final.name)
+        tmp = final.parent / f"{TEMP_PREFIX}{final.name}-{os.urandom(6).hex()}"
+        if not link_unnamed(file, final.parent, tmp.name):
+            return False
+        try:
+            os.replace(tmp, final)
+        finally:
+            _unlink_quietly(tmp)
+        return True
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -140,12 +197,12 @@ class LocalBackend:
             return  # another writer created it concurrently
         _fsync_dir(directory.parent)
 
-    def _write_temp(self, directory: Path, name: str, data: bytes) -> Path:
+    def _write_temp(self, directory: Path, name: str, write: Callable[[BinaryIO], object]) -> Path:
         tmp = directory / f"{TEMP_PREFIX}{name}-{os.urandom(6).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self._file_mode)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

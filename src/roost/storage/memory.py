@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from roost.errors import ObjectExists, ObjectNotFound
 from roost.storage.base import ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
+from roost.storage.spool import check_size, read_whole
 
 
 class MemoryBackend:
@@ -30,6 +32,14 @@ class MemoryBackend:
             if not overwrite and key in self._objects:
                 raise ObjectExists(f"{self._where(key)} already exists")
             self._objects[key] = blob
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        validate_key(key)
+        check_size(file, size)
+        self.put(key, read_whole(file, size), overwrite=overwrite)
+
+    def spool_dir(self) -> str | None:
+        return None  # objects live in memory: any temp directory will do
 
     def get(self, key: str) -> bytes:
         return self._lookup(key)

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend, ObjectInfo
@@ -52,14 +52,27 @@ class RetryingBackend:
         return self._inner.describe()
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
+        self._put(key, len(data), lambda: self._inner.put(key, data, overwrite=overwrite))
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        def store() -> None:
+            file.seek(0)  # a failed attempt may have read part of it
+            self._inner.put_file(key, file, size, overwrite=overwrite)
+
+        self._put(key, size, store)
+
+    def spool_dir(self) -> str | None:
+        return self._inner.spool_dir()
+
+    def _put(self, key: str, size: int, store: Callable[[], None]) -> None:
         ambiguous = False
 
         def attempt() -> None:
             nonlocal ambiguous
             try:
-                self._inner.put(key, data, overwrite=overwrite)
+                store()
             except ObjectExists:
-                if not (ambiguous and self._has_size(key, len(data))):
+                if not (ambiguous and self._has_size(key, size)):
                     raise
                 log.info("%s: earlier attempt had stored it", key)
             except StorageError:

@@ -2,7 +2,9 @@
 
 Keys map to ``<prefix>/<key>`` in the bucket. ``put`` without ``overwrite`` uses a
 conditional write (``If-None-Match: *``) so two clients can never replace each other's
-objects; servers that do not implement it get a head-then-put fallback.
+objects; servers that do not implement it get a head-then-put fallback. ``put_file`` does the
+same with the file as the request body: botocore streams it (and rewinds it itself for its
+checksums), and each request starts again from the file's beginning.
 
 Retrying is left to :class:`~roost.storage.retry.RetryingBackend`: botocore's own retries
 are switched off because a conditional put that botocore silently retries after a lost
@@ -12,9 +14,9 @@ response comes back "412 exists" and we could not tell it was our own write.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
 import boto3
@@ -24,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
+from roost.storage.spool import check_size
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -78,12 +81,28 @@ class S3Backend:
         return where
 
     def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
+        self._store(key, lambda: data, overwrite)
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        check_size(file, size)
+
+        def body() -> BinaryIO:
+            file.seek(0)  # a request that failed (or was refused) may have read part of it
+            return file
+
+        self._store(key, body, overwrite)
+
+    def spool_dir(self) -> str | None:
+        return None  # every object is uploaded: a local temp directory is best
+
+    def _store(self, key: str, body: Callable[[], bytes | BinaryIO], overwrite: bool) -> None:
+        """put_object of ``body()`` (called once per request) with put's semantics."""
         name = self._name(key)
         if overwrite:
             with self._errors("write", key):
-                self._client.put_object(Bucket=self._bucket, Key=name, Body=data)
+                self._client.put_object(Bucket=self._bucket, Key=name, Body=body())
             return
-        if self._conditional_put and self._put_if_absent(key, name, data):
+        if self._conditional_put and self._put_if_absent(key, name, body):
             return
         self._conditional_put = False
         # Fallback for servers without conditional writes: a small race remains, which is
@@ -91,7 +110,7 @@ class S3Backend:
         if self._exists(key, name):
             raise ObjectExists(f"{self._where(key)} already exists")
         with self._errors("write", key):
-            self._client.put_object(Bucket=self._bucket, Key=name, Body=data)
+            self._client.put_object(Bucket=self._bucket, Key=name, Body=body())
 
     def get(self, key: str) -> bytes:
         name = self._name(key)
@@ -151,11 +170,11 @@ class S3Backend:
                     if not name.endswith("/"):
                         yield ObjectInfo(name[strip:], obj.get("Size", 0))
 
-    def _put_if_absent(self, key: str, name: str, data: bytes) -> bool:
+    def _put_if_absent(self, key: str, name: str, body: Callable[[], bytes | BinaryIO]) -> bool:
         """Conditional put; False when the server does not support If-None-Match."""
         with self._errors("write", key):
             try:
-                self._client.put_object(Bucket=self._bucket, Key=name, Body=data, IfNoneMatch="*")
+                self._client.put_object(Bucket=self._bucket, Key=name, Body=body(), IfNoneMatch="*")
             except ClientError as exc:
                 if _rejects_conditional_put(exc):
                     return False

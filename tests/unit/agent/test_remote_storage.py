@@ -8,6 +8,7 @@ import httpx
 import pytest
 from tests.contract.test_backend_contract import (  # noqa: F401 - the shared suite, rerun here
     Case,
+    test_concurrent_put_files_of_one_key_have_one_winner,
     test_concurrent_puts_of_different_keys,
     test_concurrent_puts_of_one_key_have_one_winner,
     test_delete_then_list,
@@ -15,6 +16,7 @@ from tests.contract.test_backend_contract import (  # noqa: F401 - the shared su
     test_get_range,
     test_get_range_of_empty_object,
     test_hostile_keys_rejected,
+    test_hostile_keys_rejected_by_put_file,
     test_hostile_prefixes_rejected,
     test_is_a_backend,
     test_list_never_shows_write_debris,
@@ -24,10 +26,18 @@ from tests.contract.test_backend_contract import (  # noqa: F401 - the shared su
     test_overwrite_creates_missing,
     test_overwrite_replaces,
     test_put_after_delete,
+    test_put_file_of_a_file_that_is_not_a_spool_file,
+    test_put_file_of_the_wrong_size_is_refused_and_stores_nothing,
+    test_put_file_overwrite_replaces_and_creates,
+    test_put_file_reads_from_the_start_wherever_the_file_is,
+    test_put_file_stores_the_exact_bytes,
+    test_put_file_twice_raises_and_keeps_first,
     test_put_twice_raises_and_keeps_first,
     test_round_trip,
+    test_spool_dir_is_a_directory_or_none,
     test_top_level_key,
 )
+from tests.helpers.spool import spooled
 from tests.unit.agent.fake_server import BASE, FakeServer, detail
 
 from roost.agent.remote_storage import RemoteBackend, remote_storage
@@ -233,3 +243,47 @@ def test_empty_object_with_hooks(server: FakeServer) -> None:
     backend = RemoteBackend(server.client(), BASE, limiter=limiter, on_send=lambda _n: None)
     backend.put("data/ab/empty", b"")
     assert backend.get("data/ab/empty") == b""
+
+
+# -- put_file: a pack streamed from its spool file ------------------------------------------
+
+
+def test_put_file_streams_the_file_with_its_length_never_chunked(server: FakeServer) -> None:
+    sent: list[tuple[str | None, str | None]] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.method == "PUT":
+            headers = request.headers
+            sent.append((headers.get("Content-Length"), headers.get("Transfer-Encoding")))
+
+    server.before = record
+    pieces: list[int] = []
+    backend = RemoteBackend(server.client(), BASE, on_send=pieces.append)
+    data = bytes(range(256)) * 1024  # 256 KiB: four pieces
+    with spooled(data) as file:
+        backend.put_file("data/ab/big", file, len(data))
+    assert server.storage.get("data/ab/big") == data
+    assert sent == [(str(len(data)), None)]
+    assert pieces == [65536] * 4
+
+
+def test_retried_put_file_sends_the_whole_file_again(server: FakeServer) -> None:
+    bodies: list[int] = []
+
+    def fail_first(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "PUT":
+            return None
+        bodies.append(len(request.read()))  # the whole body went out before the failure
+        return detail(503, "busy") if len(bodies) == 1 else None
+
+    server.before = fail_first
+    sleeps: list[float] = []
+    backend = remote_storage(server.client(), BASE, retry_sleep=sleeps.append)
+    data = b"p" * 300_000
+    with spooled(data) as file:
+        backend.put_file("data/ab/ab01", file, len(data))
+    # the caller closed its spool file at once; the upload thread read a file of its own
+    assert isinstance(backend, WriteBehindBackend)
+    backend.drain()
+    assert server.storage.get("data/ab/ab01") == data
+    assert bodies == [len(data), len(data)] and len(sleeps) == 1

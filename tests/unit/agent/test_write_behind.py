@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from tests.contract.test_backend_contract import (  # noqa: F401 - the shared suite, rerun here
     Case,
+    test_concurrent_put_files_of_one_key_have_one_winner,
     test_concurrent_puts_of_different_keys,
     test_concurrent_puts_of_one_key_have_one_winner,
     test_delete_then_list,
@@ -21,10 +23,18 @@ from tests.contract.test_backend_contract import (  # noqa: F401 - the shared su
     test_overwrite_creates_missing,
     test_overwrite_replaces,
     test_put_after_delete,
+    test_put_file_of_a_file_that_is_not_a_spool_file,
+    test_put_file_of_the_wrong_size_is_refused_and_stores_nothing,
+    test_put_file_overwrite_replaces_and_creates,
+    test_put_file_reads_from_the_start_wherever_the_file_is,
+    test_put_file_stores_the_exact_bytes,
+    test_put_file_twice_raises_and_keeps_first,
     test_put_twice_raises_and_keeps_first,
     test_round_trip,
+    test_spool_dir_is_a_directory_or_none,
     test_top_level_key,
 )
+from tests.helpers.spool import open_spool_files, spooled
 
 from roost.agent.write_behind import WriteBehindBackend
 from roost.errors import StorageError
@@ -183,3 +193,31 @@ def test_a_pack_that_exists_already_is_stored() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError):
         WriteBehindBackend(MemoryBackend(), depth=0)
+
+
+def test_a_pack_from_a_spool_file_goes_up_after_its_owner_closed_the_file(
+    tmp_path: Path,
+) -> None:
+    inner = Gate()
+    backend = WriteBehindBackend(inner, depth=2)
+    with spooled(b"pack one", str(tmp_path)) as file:
+        backend.put_file("data/ab/p1", file, 8)  # returns although the inner put is blocked
+        backend.put_file("data/ab/p2", file, 8)  # the same file twice, read independently
+    assert inner.started.acquire(timeout=WAIT) and inner.order == []
+    assert len(open_spool_files(tmp_path)) == 2  # each upload holds the file, not the bytes
+    inner.gate.set()
+    backend.drain()
+    assert inner.get("data/ab/p1") == inner.get("data/ab/p2") == b"pack one"
+    assert open_spool_files(tmp_path) == []  # and lets go of it once stored
+
+
+def test_a_failed_pack_from_a_spool_file_lets_go_of_it(tmp_path: Path) -> None:
+    inner = Gate()
+    inner.fail = StorageError("server gone")
+    inner.gate.set()
+    backend = WriteBehindBackend(inner)
+    with spooled(b"pack", str(tmp_path)) as file:
+        backend.put_file("data/ab/p1", file, 4)
+    with pytest.raises(StorageError, match="server gone"):
+        backend.drain()
+    assert open_spool_files(tmp_path) == []

@@ -1,19 +1,30 @@
-"""BlobSaver: claims, the bounded set of claimed ids, packed checkpoints, packs in memory."""
+"""BlobSaver: claims, the bounded set of claimed ids, packed checkpoints, packs in spool files."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
+from pathlib import Path
+from typing import BinaryIO
 
 import pytest
+from tests.helpers.spool import open_spool_files
 
 from roost.engine import uploader
+from roost.engine.archiver import Archiver
+from roost.engine.check import check_repository
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB, TREE_BLOB
 from roost.engine.repository import Repository
 from roost.engine.uploader import BlobSaver
+from roost.errors import StorageError
+from roost.storage import local as local_module
+from roost.storage.faulty import FaultyBackend
+from roost.storage.local import LocalBackend
 from roost.storage.memory import MemoryBackend
+from roost.storage.retry import RetryingBackend
 
 WEAK = KdfParams(memory_kib=64, iterations=1, lanes=1)
 PACK = 64 * 1024
@@ -77,7 +88,7 @@ def test_a_checkpoint_follows_once_checkpoint_blobs_blobs_are_stored(repo: Repos
 
 
 class _SlowBackend(MemoryBackend):
-    """Pack puts wait until released; records how many run at once."""
+    """Pack stores wait until released; records how many run at once."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,15 +96,15 @@ class _SlowBackend(MemoryBackend):
         self.running = self.most = 0
         self._count = threading.Lock()
 
-    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> None:
-        if key.startswith("data/"):
-            with self._count:
-                self.running += 1
-                self.most = max(self.most, self.running)
-            self.release.wait(10)
-            with self._count:
-                self.running -= 1
-        super().put(key, data, overwrite=overwrite)
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        assert key.startswith("data/")  # packs, and only packs, are stored from files
+        with self._count:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(10)
+        with self._count:
+            self.running -= 1
+        super().put_file(key, file, size, overwrite=overwrite)
 
 
 def test_a_slow_storage_holds_back_new_packs_instead_of_piling_them_up() -> None:
@@ -118,3 +129,86 @@ def test_a_slow_storage_holds_back_new_packs_instead_of_piling_them_up() -> None
     saver.flush()
     saver.close()
     assert backend.most == uploader.MAX_STORING and saver.stats.packs_written == 4
+
+
+# -- spool files: where packs are built, and that none outlives a backup ----------------------
+
+
+def _source(root: Path) -> Path:
+    for number in range(40):  # incompressible: about 30 packs of 64 KiB
+        path = root / f"dir{number % 4}" / f"file{number:02d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(50_000))
+    return root
+
+
+def _debris(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.name.startswith(".tmp")]
+
+
+def test_a_backup_links_its_spool_files_into_the_repository_and_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "repo"
+    repo, _ = Repository.init(RetryingBackend(LocalBackend(root)), "pw", kdf=WEAK, pack_size=PACK)
+    if repo.backend.spool_dir() != str(root):
+        pytest.skip("the file system here has no O_TMPFILE")
+    linked: list[str] = []
+    real_link = local_module.link_unnamed
+
+    def link(file: BinaryIO, directory: Path, name: str) -> bool:
+        done = real_link(file, directory, name)
+        linked.extend([name] if done else [])
+        return done
+
+    monkeypatch.setattr(local_module, "link_unnamed", link)
+    _, summary = Archiver(repo).run([str(_source(tmp_path / "src"))])
+    assert summary.packs_written > 10
+    assert len(linked) == summary.packs_written  # every pack was published, never copied
+    assert open_spool_files(root) == [] and _debris(root) == []
+    assert check_repository(Repository.open(LocalBackend(root), "pw"), read_data=True).ok
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_failed_pack_stores_leave_no_spool_file_and_a_sound_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    root, spool = tmp_path / "repo", tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # TMPDIR: where others spool
+    faulty = FaultyBackend(LocalBackend(root) if where == "local" else MemoryBackend())
+    repo, _ = Repository.init(faulty, "pw", kdf=WEAK, pack_size=PACK)
+    saver = BlobSaver(repo, repo.load_index(), workers=2)
+    segment, blobs = _sealed(30, 5_000)  # a pack's worth fills one, and another is left open
+    saver.claim_many([(DATA_BLOB, blob[1], 5_000) for blob in blobs])
+    saver.save(TREE_BLOB, os.urandom(1000))  # a tree pack is open too
+    faulty.fail_after("put", 0)  # the storage goes away
+    with pytest.raises(StorageError, match="injected crash"):
+        saver.add_segment(segment, blobs)  # the first full pack fails to be stored
+    saver.close()  # as the archiver does when the backup fails
+    assert faulty.calls["put_file"] == 1
+    assert open_spool_files(root) == open_spool_files(spool) == []
+    assert os.listdir(spool) == []
+    if where == "local":
+        assert _debris(root) == []
+        assert check_repository(Repository.open(LocalBackend(root), "pw")).ok
+
+
+def test_a_backup_whose_last_packs_fail_leaves_no_spool_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "repo"
+    faulty = FaultyBackend(LocalBackend(root))
+    repo, _ = Repository.init(faulty, "pw", kdf=WEAK, pack_size=PACK)
+    real_flush = BlobSaver.flush
+
+    def flush(saver: BlobSaver) -> None:
+        faulty.fail_after("put", 0)  # after the walk: the open packs cannot be stored
+        real_flush(saver)
+
+    monkeypatch.setattr(BlobSaver, "flush", flush)
+    with pytest.raises(StorageError, match="injected crash"):
+        Archiver(repo).run([str(_source(tmp_path / "src"))])
+    assert faulty.calls["put_file"] > 10  # the full packs were stored from spool files
+    assert open_spool_files(root) == [] and _debris(root) == []
+    assert check_repository(Repository.open(LocalBackend(root), "pw")).ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.helpers.spool import spooled
 
 from roost.errors import ObjectNotFound, StorageError
 from roost.storage.faulty import FaultyBackend
@@ -121,3 +122,16 @@ def test_unknown_method_is_rejected(faulty: FaultyBackend) -> None:
 def test_describe_wraps_inner(faulty: FaultyBackend, memory: MemoryBackend) -> None:
     assert faulty.describe() == "faulty(memory://)"
     assert faulty.inner is memory
+
+
+def test_put_file_is_a_put_for_faults_and_counts(
+    faulty: FaultyBackend, memory: MemoryBackend
+) -> None:
+    faulty.fail_after("put", 1)
+    with spooled(b"pack") as file:
+        faulty.put_file("data/ab/ab01", file, 4)
+        with pytest.raises(StorageError, match="injected crash in put"):
+            faulty.put_file("data/ab/ab02", file, 4)
+    assert [i.key for i in memory.list("")] == ["data/ab/ab01"]
+    assert faulty.calls == {"put": 2, "put_file": 2}
+    assert faulty.spool_dir() is None

@@ -1,4 +1,4 @@
-"""LocalBackend specifics: crash safety, durability order, error advice, efficient listing."""
+"""LocalBackend specifics: crash safety, durability order, error advice, listing, spool links."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers.spool import spooled
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
+from roost.storage import local as local_module
 from roost.storage.local import LocalBackend
 
 
@@ -198,3 +200,83 @@ def test_objects_are_private_files(local: LocalBackend, root: Path) -> None:
 def test_describe_is_the_path(local: LocalBackend, root: Path) -> None:
     assert local.describe() == str(root)
     assert local.root == root
+
+
+# -- put_file: a spool file in the repository is published by a link, not copied -------------
+
+
+@pytest.fixture
+def spool_root(local: LocalBackend, root: Path) -> str:
+    root.mkdir()  # as init leaves it
+    where = local.spool_dir()
+    if where is None:
+        pytest.skip("the file system here has no O_TMPFILE")
+    return where
+
+
+def test_spool_dir_is_the_root_once_the_repository_exists(
+    local: LocalBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert local.spool_dir() is None  # no repository yet: not probed, spool elsewhere
+    root.mkdir()
+    monkeypatch.setattr(local_module, "can_spool_unnamed", lambda _root: False)  # e.g. NFS
+    assert LocalBackend(root).spool_dir() is None
+    monkeypatch.undo()
+    assert local.spool_dir() == str(root)
+
+
+def test_a_spool_file_becomes_the_object_without_a_copy(
+    local: LocalBackend, root: Path, spool_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local.put("data/ab/other", b"")  # directories exist: only this put's syncs are seen
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with spooled(b"pack bytes", spool_root) as file:
+        local.put_file("data/ab/ab01", file, 10)
+        inode = os.fstat(file.fileno()).st_ino
+    assert events == ["fsync-file", "fsync-dir"]  # the data before the name, the name after
+    assert (root / "data/ab/ab01").stat().st_ino == inode
+    assert stat.S_IMODE((root / "data/ab/ab01").stat().st_mode) == 0o600
+    assert files_under(root) == ["data/ab/ab01", "data/ab/other"]
+    assert local.get("data/ab/ab01") == b"pack bytes"
+
+
+def test_a_spool_file_replaces_an_object_when_asked(
+    local: LocalBackend, root: Path, spool_root: str
+) -> None:
+    local.put("leases/l1", b"old")
+    with spooled(b"new lease", spool_root) as file:
+        local.put_file("leases/l1", file, 9, overwrite=True)
+    assert files_under(root) == ["leases/l1"] and local.get("leases/l1") == b"new lease"
+
+
+def test_a_spool_file_that_cannot_be_linked_is_copied(
+    root: Path, spool_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with spooled(b"pack bytes", spool_root) as file:
+        LocalBackend(root, file_mode=0o640).put_file("data/ab/ab01", file, 10)  # not its mode
+        monkeypatch.setattr(local_module, "link_unnamed", lambda *_args: False)  # e.g. EXDEV
+        LocalBackend(root).put_file("data/ab/ab02", file, 10)
+        inode = os.fstat(file.fileno()).st_ino
+    assert {(root / f"data/ab/ab0{n}").stat().st_ino for n in (1, 2)}.isdisjoint({inode})
+    assert files_under(root) == ["data/ab/ab01", "data/ab/ab02"]
+
+
+def test_a_crash_before_the_link_leaves_nothing(
+    local: LocalBackend, root: Path, spool_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with spooled(b"pack bytes", spool_root) as file:
+        with monkeypatch.context() as m:
+            m.setattr(os, "link", _raise(errno.EIO))
+            m.setattr(os, "unlink", lambda *_a, **_k: None)
+            with pytest.raises(StorageError, match="Input/output error"):
+                local.put_file("data/ab/ab01", file, 10)
+        assert files_under(root) == []  # nothing to clean up: the spool file has no name
+        local.put_file("data/ab/ab01", file, 10)  # the retry succeeds
+    assert local.get("data/ab/ab01") == b"pack bytes"

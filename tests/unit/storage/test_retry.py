@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import BinaryIO
 
 import pytest
+from tests.helpers.spool import spooled
 
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import ObjectInfo
 from roost.storage.faulty import FaultyBackend
+from roost.storage.local import LocalBackend
 from roost.storage.memory import MemoryBackend
 from roost.storage.retry import RetryingBackend
 
@@ -180,3 +184,47 @@ def test_describe_and_inner(retrying: RetryingBackend, faulty: FaultyBackend) ->
 def test_attempts_must_be_positive(memory: MemoryBackend) -> None:
     with pytest.raises(ValueError):
         RetryingBackend(memory, attempts=0)
+
+
+class _ReadsThenFails(MemoryBackend):
+    """put_file reads part of the file, then the connection drops (first ``failures`` times)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.positions: list[int] = []
+
+    def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
+        self.positions.append(file.tell())
+        if self.failures:
+            self.failures -= 1
+            file.read(3)
+            raise StorageError("connection reset while sending")
+        # as a stream would: from where the file is, no seek of its own
+        self.put(key, file.read(size), overwrite=overwrite)
+
+
+def test_put_file_retries_from_the_start_of_the_file(sleeps: Sleeps) -> None:
+    inner = _ReadsThenFails(failures=2)
+    retrying = RetryingBackend(inner, attempts=5, sleep=sleeps)
+    with spooled(b"0123456789") as file:  # left at its end, as a pack builder leaves it
+        retrying.put_file("data/ab/ab01", file, 10)
+    assert inner.positions == [0, 0, 0] and len(sleeps) == 2
+    assert inner.get("data/ab/ab01") == b"0123456789"
+
+
+def test_ambiguous_put_file_that_landed_is_success(
+    retrying: RetryingBackend, faulty: FaultyBackend, memory: MemoryBackend, sleeps: Sleeps
+) -> None:
+    faulty.fail_next("put", after=True)  # stored, then the response was lost
+    with spooled(b"content") as file:
+        retrying.put_file("data/ab/ab01", file, 7)
+    assert memory.get("data/ab/ab01") == b"content"
+    assert faulty.calls == {"put": 2, "put_file": 2, "stat": 1}
+
+
+def test_spool_dir_is_the_inner_backends(tmp_path: Path) -> None:
+    tmp_path.joinpath("repo").mkdir()
+    local = LocalBackend(tmp_path / "repo")
+    assert RetryingBackend(local).spool_dir() == local.spool_dir()
+    assert RetryingBackend(MemoryBackend()).spool_dir() is None

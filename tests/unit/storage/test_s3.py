@@ -75,6 +75,14 @@ def test_server_without_conditional_put_falls_back_once(backend: S3Backend, stub
         backend.put("k", b"v")
 
 
+def test_put_file_is_conditional(backend: S3Backend, stub: Stubber) -> None:
+    file = io.BytesIO(b"pack")
+    expected = {"Bucket": "bkt", "Key": "repo/k", "Body": file, "IfNoneMatch": "*"}
+    stub.add_response("put_object", {}, expected)
+    backend.put_file("k", file, 4)
+    assert backend.spool_dir() is None
+
+
 def test_get_range_sends_a_range_header(backend: S3Backend, stub: Stubber) -> None:
     stub.add_response(
         "get_object",
