@@ -308,8 +308,16 @@ class FileBatches:
         segment: memoryview | pickle.PickleBuffer,
         entries: list[procreader.SegmentEntry],
     ) -> None:
-        # a view of the channel's buffer from a process, the scanner's own from a thread
-        self._saver.add_segment(memoryview(segment), entries)
+        # a view of the channel's buffer from a process, the scanner's own from a thread;
+        # released on the way out, also when packing fails: an exception keeps this frame
+        # alive, and Python 3.11's GC can crash clearing a cycle that holds a view another
+        # buffer still exports (CPython gh-77894)
+        try:
+            with memoryview(segment) as view:
+                self._saver.add_segment(view, entries)
+        finally:
+            if isinstance(segment, pickle.PickleBuffer):
+                segment.release()
         with self.cond:
             self._done(number)
             self.cond.notify_all()

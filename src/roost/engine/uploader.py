@@ -71,6 +71,11 @@ class BlobSaver:
         self.stats = SaverStats()
         self._workers = workers or max(2, os.cpu_count() or 2)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="roost-saver")
+        # Full packs are stored by threads of their own: stored by the thread that filled
+        # them, a pack's write and fsync (~80 ms locally) stopped that thread's compressing,
+        # or a worker's sealed blobs waiting to be packed, for as long.
+        self._uploader = ThreadPoolExecutor(MAX_STORING, thread_name_prefix="roost-upload")
+        self._uploads: set[Future[None]] = set()
         self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 2)
         self._lock = threading.Lock()
         # Claimed blobs not yet in the index (it answers for them once their pack is stored):
@@ -184,7 +189,7 @@ class BlobSaver:
                     if builder.size >= self.repo.config.pack_size:
                         full = self._full(DATA_BLOB)
                 if full is not None:
-                    self._upload(full)
+                    self._store_later(full)
                 blobs, start = blobs[count:], start + length
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
@@ -202,7 +207,21 @@ class BlobSaver:
             if builder.size >= self.repo.config.pack_size:
                 full = self._full(blob_type)
         if full is not None:
-            self._upload(full)
+            self._store_later(full)
+
+    def _store_later(self, builder: PackBuilder) -> None:
+        """Have an upload thread store a full pack (counted in ``_storing``)."""
+        future = self._uploader.submit(self._upload, builder)
+        with self._lock:
+            self._uploads.add(future)
+        future.add_done_callback(self._uploaded)
+
+    def _uploaded(self, future: Future[None]) -> None:
+        with self._lock:
+            self._uploads.discard(future)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
 
     def _builder(self, blob_type: int) -> PackBuilder:
         """The open pack of ``blob_type`` (with the lock held).
@@ -279,12 +298,20 @@ class BlobSaver:
 
     def wait_idle(self) -> None:
         """Wait until every queued blob has been encoded into a pack."""
+        self._wait_for(self._futures)
+
+    def wait_stored(self) -> None:
+        """Wait until the full packs handed to storage are stored and indexed."""
+        self._wait_for(self._uploads)
+
+    def _wait_for(self, futures: set[Future[None]]) -> None:
+        """Wait until the set (emptied by the futures' callbacks) is empty; raise a failure."""
         while True:
             with self._lock:
-                futures = list(self._futures)
-            if not futures:
+                pending = list(futures)
+            if not pending:
                 break
-            for future in futures:
+            for future in pending:
                 future.exception()
         self._raise_if_failed()
 
@@ -298,12 +325,16 @@ class BlobSaver:
             if builder.records:
                 with self._lock:
                     self._storing += 1
-                self._upload(builder)
+                self._store_later(builder)
+            else:
+                builder.close()
+        self.wait_stored()  # the last index lists only stored packs
         self.checkpoint()
 
     def close(self) -> None:
         """Stop the workers; a pack still open (after an error) is dropped with its spool."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._uploader.shutdown(wait=True)  # at most MAX_STORING packs: let them finish
         with self._lock:
             abandoned = list(self._open.values())
             self._open.clear()

@@ -49,6 +49,7 @@ def test_claimed_ids_are_forgotten_once_the_index_has_them(repo: Repository) -> 
     assert saver.claim_many([(DATA_BLOB, b, 10_000) for b in ids]) == ids
     assert saver.claim_many([(DATA_BLOB, ids[0], 10_000)]) == []  # claimed: stored once
     saver.add_segment(segment, blobs)
+    saver.wait_stored()  # full packs are stored by upload threads
     assert saver.stats.packs_written == 1
     # the full pack's ids moved to the index; the open pack's are still only claimed
     in_index = [b for b in ids if b in saver.index]
@@ -179,14 +180,17 @@ def test_failed_pack_stores_leave_no_spool_file_and_a_sound_repository(
     faulty = FaultyBackend(LocalBackend(root) if where == "local" else MemoryBackend())
     repo, _ = Repository.init(faulty, "pw", kdf=WEAK, pack_size=PACK)
     saver = BlobSaver(repo, repo.load_index(), workers=2)
-    segment, blobs = _sealed(30, 5_000)  # a pack's worth fills one, and another is left open
+    segment, blobs = _sealed(30, 5_000)  # two full packs, and a third left open
     saver.claim_many([(DATA_BLOB, blob[1], 5_000) for blob in blobs])
     saver.save(TREE_BLOB, os.urandom(1000))  # a tree pack is open too
     faulty.fail_after("put", 0)  # the storage goes away
+    saver.add_segment(segment, blobs)  # the first full pack goes to an upload thread ...
     with pytest.raises(StorageError, match="injected crash"):
-        saver.add_segment(segment, blobs)  # the first full pack fails to be stored
+        saver.wait_stored()  # ... which fails to store it
+    with pytest.raises(StorageError, match="injected crash"):
+        saver.claim_many([(DATA_BLOB, b"n" * 32, 1)])  # and the saver takes nothing more
     saver.close()  # as the archiver does when the backup fails
-    assert faulty.calls["put_file"] == 1
+    assert faulty.calls["put_file"] == 2  # both full packs went to upload threads, and failed
     assert open_spool_files(root) == open_spool_files(spool) == []
     assert os.listdir(spool) == []
     if where == "local":
