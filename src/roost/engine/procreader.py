@@ -50,7 +50,7 @@ from roost.errors import RoostError
 
 _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
-BATCH_BYTES = 2 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
 SEGMENT_BUFFER = 1024 * 1024  # the smallest segment buffer kept (see BatchScanner.seal)
 
