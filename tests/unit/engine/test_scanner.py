@@ -44,6 +44,26 @@ def test_scan_totals_match_the_backup_with_the_same_rules(tmp_path: Path) -> Non
     assert totals.reported == [(files, summary.bytes_total)] == [(3, 10 + 30 + 50)]
 
 
+def test_without_patterns_the_totals_still_match_the_backup(tmp_path: Path) -> None:
+    sizes = {"a.txt": 10, "big.bin": 3000, "sub/b": 20, "sub/deeper/c": 30, "empty/.keep": 0}
+    for rel, size in sizes.items():
+        path = tmp_path / "src" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+    os.symlink("sub", tmp_path / "src" / "dir-link")  # a link to a directory: not followed
+    os.symlink("a.txt", tmp_path / "src" / "file-link")  # a link to a file: not a file
+    os.mkfifo(tmp_path / "src" / "fifo")
+    sources = [os.fsencode(tmp_path / "src")]
+    for rules in (ExcludeRules(), ExcludeRules(larger_than=1000, one_file_system=True)):
+        totals = Totals()
+        Scanner(sources, rules, totals).run()
+        repo, _ = Repository.init(MemoryBackend(), "pw", kdf=WEAK)
+        _, summary = Archiver(repo, BackupOptions(rules=rules)).run(sources)
+        files = summary.files_new + summary.files_changed + summary.files_unchanged
+        assert totals.reported == [(files, summary.bytes_total)]
+    assert totals.reported == [(4, 10 + 20 + 30)]  # the last rules: big.bin is too big
+
+
 def test_a_stopped_scan_reports_nothing(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"x")
     totals = Totals()
