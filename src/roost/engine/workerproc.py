@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import os
 import pickle
 import signal
@@ -29,6 +30,7 @@ _PR_SET_PDEATHSIG = 1
 _HEAD = struct.Struct("<QI")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct("<Q")
 _KEEP_INBOX = 1024 * 1024  # a bigger receive buffer is dropped after use
+_MAP_ABOVE = 256 * 1024  # out-of-band data this big is received into an anonymous mapping
 
 
 class Channel:
@@ -75,10 +77,19 @@ class Channel:
         return view
 
     def _read_buffers(self, sizes: list[int]) -> list[memoryview]:
-        """One new buffer for all of a message's out-of-band data, handed out in slices."""
+        """One new buffer for all of a message's out-of-band data, handed out in slices.
+
+        A big one is an anonymous mapping: a ``bytearray`` is zero-filled first, megabytes
+        per sealed segment while the receiving thread holds the GIL; a mapping's pages are
+        filled by the read itself, which releases it.
+        """
         if not sizes:
             return []
-        whole = memoryview(bytearray(sum(sizes)))
+        total = sum(sizes)
+        if total >= _MAP_ABOVE:
+            whole = memoryview(mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE))
+        else:
+            whole = memoryview(bytearray(total))
         _read_into(self._fd, whole, first=False)
         views, start = [], 0
         for size in sizes:

@@ -76,6 +76,7 @@ def create_app(settings: ServerSettings, *, state: ServerState | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.repos.open_all_in_background()  # the first job need not wait for a KDF
         stop = asyncio.Event()
         task = None
         if settings.scheduler_enabled:

@@ -164,3 +164,27 @@ def test_recovery_key_opens_the_repository(server: Harness) -> None:
 
 def test_session_lifetime_follows_settings(server: Harness) -> None:
     assert ServerSettings().session_hours == 12
+
+
+def test_the_repositories_are_opened_in_the_background_at_start(server: Harness) -> None:
+    repos = server.state.repos
+    repos._opened.clear()  # as after a restart
+    repos.open_all_in_background().join(30)
+    assert list(repos._opened) == [server.state.org_id]
+    assert repos.repository(server.state.org_id) is repos._opened[server.state.org_id]
+
+
+def test_a_repository_that_cannot_be_opened_at_start_waits_for_a_job(
+    server: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roost.errors import StorageError
+
+    repos = server.state.repos
+    repos._opened.clear()
+
+    def down(org_id: str) -> None:
+        raise StorageError("storage unreachable")
+
+    monkeypatch.setattr(repos, "_passphrase", down)
+    repos.open_all_in_background().join(30)
+    assert repos._opened == {}
