@@ -43,7 +43,19 @@ class Meter:
         self._interval = interval
         self._started = clock()
         self._last_sent = self._started
+        self._held = False
         self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """Send nothing until :meth:`release` (the estimate must go out first)."""
+        with self._lock:
+            self._held = True
+
+    def release(self, total_bytes: int | None) -> None:
+        """Progress may go out from now on, as a share of ``total_bytes``."""
+        with self._lock:
+            self.total_bytes = total_bytes
+            self._held = False
 
     def add(self, files: int = 0, size: int = 0) -> None:
         """Count, send if an interval has passed, and raise JobCancelled if asked to stop."""
@@ -51,7 +63,7 @@ class Meter:
             self.files += files
             self.bytes += size
             now = self._clock()
-            due = now - self._last_sent >= self._interval
+            due = not self._held and now - self._last_sent >= self._interval
             if due:  # decided under the lock, so two threads never both send
                 self._last_sent = now
                 current = self.current()
