@@ -117,3 +117,26 @@ def test_uploads_keep_progress_and_cancel_alive(server: FakeServer) -> None:
     clock.now = 3.0
     with pytest.raises(JobCancelled, match="backup window closed"):
         uploads(65536)
+
+
+def test_a_held_meter_sends_nothing_until_the_estimate_releases_it(server: FakeServer) -> None:
+    from roost.agent.backup_job import EstimateWhenCounted
+
+    clock = Clock()
+    m = meter(server, clock, total=None)
+    m.hold()
+    estimate = EstimateWhenCounted(m.reporter, m, lambda size: size / 100)
+    for now in (1.0, 2.0, 3.0):
+        clock.now = now
+        m.add(files=1, size=100)
+    assert server.events.get("j", []) == []  # nothing went out
+    estimate.scan_finished(5, 1000)  # the count is done: the estimate, then progress
+    clock.now = 4.0
+    m.add(files=1, size=100)
+    kinds = ["estimate" if e.estimate else "progress" for e in server.events["j"]]
+    assert kinds == ["estimate", "progress"]
+    first = server.events["j"][0].estimate
+    assert first is not None and (first.files, first.bytes, first.seconds) == (5, 1000, 10.0)
+    assert progress_events(server) == [
+        Progress(files_done=4, bytes_done=400, rate=100.0, eta_seconds=6.0)
+    ]
