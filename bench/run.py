@@ -169,14 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work.mkdir()
                 shift = (number - 1) % len(tools)  # rotate the order between runs
                 for tool in tools[shift:] + tools[:shift]:
-                    # before every tool, not once per run: the previous tool's restore wrote
-                    # the whole dataset again, and a tool that followed borg's restore measured
-                    # up to 2x slower on a partly evicted page cache
-                    total, seconds = measure.warm_up(entries, dataset.root)
-                    log(
-                        f"run {number}/{args.runs} on {name}, {tool.name}: warm-up read of "
-                        f"{total / 1e9:.2f} GB in {seconds:.1f} s (untimed)"
-                    )
+                    # the dataset is read once more, untimed, before each tool's first backup
+                    # (measure._steps): the previous tool's restore wrote the whole dataset
+                    # again, and a tool that followed borg's restore measured up to 2x slower
+                    # on a partly evicted page cache
+                    log(f"run {number}/{args.runs} on {name}, {tool.name}")
                     results.append(
                         measure.run_scenario(
                             tool,

@@ -249,7 +249,8 @@ def test_concurrent_puts_of_different_keys(backend: Backend) -> None:
     assert backend.get("data/03/030004") == blob(104, seed=3)
 
 
-def test_concurrent_puts_of_one_key_have_one_winner(case: Case) -> None:
+def _eight_writers_of_one_key(case: Case, store: Callable[[int, threading.Barrier], None]) -> None:
+    """Eight threads store 64 bytes each under one key at once: exactly one wins."""
     if case.name.startswith("s3"):
         # Atomicity there is the server's job (If-None-Match); moto does not promise it.
         pytest.skip("no-overwrite races are enforced by the S3 server, not by roost")
@@ -257,9 +258,8 @@ def test_concurrent_puts_of_one_key_have_one_winner(case: Case) -> None:
     outcomes: list[str] = []
 
     def writer(t: int) -> None:
-        barrier.wait()
         try:
-            case.backend.put("snapshots/race", bytes([t]) * 64)
+            store(t, barrier)
             outcomes.append("won")
         except ObjectExists:
             outcomes.append("lost")
@@ -272,6 +272,15 @@ def test_concurrent_puts_of_one_key_have_one_winner(case: Case) -> None:
     assert sorted(outcomes) == ["lost"] * 7 + ["won"]
     data = case.backend.get("snapshots/race")
     assert len(data) == 64 and len(set(data)) == 1
+    assert listed(case.backend, "") == {"snapshots/race": 64}
+
+
+def test_concurrent_puts_of_one_key_have_one_winner(case: Case) -> None:
+    def store(t: int, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        case.backend.put("snapshots/race", bytes([t]) * 64)
+
+    _eight_writers_of_one_key(case, store)
 
 
 HOSTILE_KEYS = [
@@ -385,29 +394,12 @@ def test_put_file_reads_from_the_start_wherever_the_file_is(backend: Backend) ->
 
 
 def test_concurrent_put_files_of_one_key_have_one_winner(case: Case) -> None:
-    if case.name.startswith("s3"):
-        pytest.skip("no-overwrite races are enforced by the S3 server, not by roost")
-    barrier = threading.Barrier(8)
-    outcomes: list[str] = []
-
-    def writer(t: int) -> None:
+    def store(t: int, barrier: threading.Barrier) -> None:
         with spool_of(case.backend, bytes([t]) * 64) as file:
             barrier.wait()
-            try:
-                case.backend.put_file("snapshots/race", file, 64)
-                outcomes.append("won")
-            except ObjectExists:
-                outcomes.append("lost")
+            case.backend.put_file("snapshots/race", file, 64)
 
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert sorted(outcomes) == ["lost"] * 7 + ["won"]
-    data = case.backend.get("snapshots/race")
-    assert len(data) == 64 and len(set(data)) == 1
-    assert listed(case.backend, "") == {"snapshots/race": 64}
+    _eight_writers_of_one_key(case, store)
 
 
 def test_hostile_keys_rejected_by_put_file(case: Case) -> None:
