@@ -199,6 +199,7 @@ class AgentRunner:
     def cycle(self) -> float:
         """Connect if needed and poll once; return how long to wait before the next cycle."""
         started = self._clock()
+        first = not self._was_connected  # answered at once by design (see poll)
         try:
             jobs = self.poll()
         except AgentError as exc:  # ServerRefused and ServerUnreachable included
@@ -212,7 +213,9 @@ class AgentRunner:
         for job in jobs:
             log.info("job %s assigned: %s of set %s", job.id, job.kind, job.set_name)
             self.slots.submit(job)
-        return 0.0 if jobs else max(0.0, MIN_POLL_INTERVAL - (self._clock() - started))
+        if jobs or first:  # after the first poll, the first long one: a job asked for now
+            return 0.0  # must not wait a second for it (the first backup after a start did)
+        return max(0.0, MIN_POLL_INTERVAL - (self._clock() - started))
 
     def poll(self) -> list[JobAssignment]:
         if self.client is None:

@@ -172,7 +172,7 @@ def test_unreachable_server_backs_off_and_logs_once(
     delays = [agent.cycle() for _ in range(5)]
     for attempt, delay in enumerate(delays[:4]):
         assert 2.0**attempt * 0.5 <= delay <= 2.0**attempt
-    assert delays[4] == 1.0
+    assert delays[4] == 0.0  # connected at last: the long poll follows at once
     messages = [r.getMessage() for r in caplog.records]
     assert (
         messages.count(
@@ -214,7 +214,7 @@ def test_later_refusals_are_retried_and_logged_once_per_change(
     server = FakeServer()
     agent = runner(server, tmp_path)
     caplog.set_level(logging.INFO, "roost.agent")
-    assert agent.cycle() == 1.0
+    assert agent.cycle() == 0.0  # the first poll answers at once: the long poll follows
     server.before = lambda _r: detail(503, "maintenance")
     agent.cycle()
     agent.cycle()
@@ -340,3 +340,12 @@ def test_assigned_backup_runs_end_to_end(tmp_path: Path) -> None:
     assert agent.slots.wait_idle(30)
     assert server.states("j1")[0] == "running"
     assert server.states("j1")[-1] == "succeeded"
+
+
+def test_the_first_poll_is_followed_by_a_long_poll_at_once(tmp_path: Path) -> None:
+    """A job asked for right after the agent connected must not wait a poll interval."""
+    server = FakeServer()
+    agent = runner(server, tmp_path)
+    assert agent.cycle() == 0.0  # the first poll: wait_seconds 0, answered at once
+    assert agent.cycle() == 1.0  # a long poll answered at once: a server not to spin on
+    assert [poll.wait_seconds for poll in server.polls] == [0.0, agent.poll_wait]
