@@ -260,12 +260,14 @@ class BlobSaver:
             self._pending_blobs += len(records) // ENTRY.size
             self._backlog -= builder.raw_size
             backlog = self._backlog
-            due = self._checkpoint_due()
+            # taken with the same lock: with stores finishing on several threads, the one
+            # that crosses the bound writes exactly the packs stored so far
+            due = self._take_pending() if self._checkpoint_due() else None
         self._report_backlog(backlog)
         if self._on_pack is not None:
             self._on_pack(size)
-        if due:
-            self.checkpoint()
+        if due is not None:
+            self._write_checkpoint(due)
 
     def _store(self, builder: PackBuilder) -> tuple[bytes, int]:
         # The spool file is gone after the block; identical content may already be stored
@@ -286,9 +288,17 @@ class BlobSaver:
     def checkpoint(self) -> None:
         """Write an index file for the packs uploaded since the last checkpoint."""
         with self._lock:
-            pending, self._pending_index = self._pending_index, IndexFile(created_ns=0)
-            self._pending_blobs = 0
-            self._last_checkpoint = time.monotonic()
+            pending = self._take_pending()
+        self._write_checkpoint(pending)
+
+    def _take_pending(self) -> IndexFile:
+        """The packs stored since the last checkpoint, for the next one (with the lock held)."""
+        pending, self._pending_index = self._pending_index, IndexFile(created_ns=0)
+        self._pending_blobs = 0
+        self._last_checkpoint = time.monotonic()
+        return pending
+
+    def _write_checkpoint(self, pending: IndexFile) -> None:
         if pending.is_empty():
             return
         pending.created_ns = time.time_ns()
