@@ -356,9 +356,8 @@ class FileBatches:
 
 def _scan_items(batch: list[Slot]) -> list[procreader.ScanItem]:
     return [
-        (slot.path, slot.name, parent.key(slot.name) if slot.compare and parent else None)
-        for slot in batch
-        for parent in (slot.parent_dir,)
+        (s.path, s.name, s.parent_dir.key(s.name) if s.compare and s.parent_dir else None)
+        for s in batch
     ]
 
 
