@@ -14,7 +14,7 @@ from roost.cli import output
 from roost.cli.context import JsonOption, session
 from roost.cli.progress import RestoreBar, progress_bar
 from roost.engine.progress import RestoreProgress
-from roost.engine.restorer import CONFLICT_POLICIES
+from roost.engine.restore_conflict import CONFLICT_POLICIES
 
 if TYPE_CHECKING:
     from roost.engine.restorer import RestoreSummary

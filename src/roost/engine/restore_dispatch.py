@@ -1,11 +1,12 @@
 """Where a restore's batches of regular files are written: threads, or worker processes.
 
-The restorer builds batches (restorer.py); this module hands them out and takes the outcomes
-back, in the restorer's thread, through ``on_done``. Small restores and remote repositories use
-a few threads. Once a restore of a local repository has ``PROCESS_MIN_FILES`` files or
-``PROCESS_MIN_BYTES`` to write, batches go to one worker process per core (they read the packs
-themselves, restore_batch.py), at most ``PROCESS_QUEUE`` unanswered per worker. A killed
-worker's batches are redone by threads, after removing what it may have half written.
+The restorer adds each regular file's job (restorer.py); this module gathers them into batches
+(``BATCH_FILES`` files or ``BATCH_BYTES``; a bigger file alone), hands those out and takes the
+outcomes back, in the restorer's thread, through ``on_done``. Small restores and remote
+repositories use a few threads. Once a restore of a local repository has ``PROCESS_MIN_FILES``
+files or ``PROCESS_MIN_BYTES`` to write, batches go to one worker process per core (they read
+the packs themselves, restore_batch.py), at most ``PROCESS_QUEUE`` unanswered per worker. A
+killed worker's batches are redone by threads, after removing what it may have half written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import (
+    BATCH_BYTES,
+    BATCH_FILES,
     FileJob,
     FileOutcome,
     Worker,
@@ -65,6 +68,27 @@ class BatchDispatcher:
         self._procs: list[tuple[Worker, deque[Batch]]] = []  # sent to worker processes
         self._dispatched_files = 0
         self._dispatched_bytes = 0
+        self._jobs: list[FileJob] = []  # the batch being filled: jobs, and what each came from
+        self._entries: list[Node | dict[str, Any]] = []
+        self._batch_bytes = 0
+
+    def add(self, job: FileJob, entry: Node | dict[str, Any]) -> None:
+        """Queue one file (its node or tree document comes back with its outcome)."""
+        if job[1] > BATCH_BYTES:
+            self.flush()  # a big file goes alone
+        self._jobs.append(job)
+        self._entries.append(entry)
+        self._batch_bytes += job[1]
+        if len(self._jobs) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Dispatch the batch being filled."""
+        if not self._jobs:
+            return
+        batch = (self._jobs, self._entries)
+        self._jobs, self._entries, self._batch_bytes = [], [], 0
+        self.dispatch(batch)
 
     def dispatch(self, batch: Batch) -> None:
         self._dispatched_files += len(batch[0])

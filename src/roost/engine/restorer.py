@@ -31,25 +31,22 @@ import gc
 import os
 import stat
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
-from roost.engine import fsmeta, plaincreate, workerproc
+from roost.engine import fsmeta, plaincreate, restore_conflict, workerproc
 from roost.engine.progress import RestoreProgress
 from roost.engine.repository import Repository
 from roost.engine.restore_batch import (
-    BATCH_BYTES,
-    BATCH_FILES,
     EXISTS,
     FAILED,
     OK,
     RETRY,
     ExtentWriter,
-    FileJob,
     FileOutcome,
 )
+from roost.engine.restore_conflict import CONFLICT_POLICIES
 from roost.engine.restore_dispatch import Batch, BatchDispatcher
 from roost.engine.restore_jobs import JobBuilder, QuickFile, quick_file
 from roost.engine.snapshot import Snapshot
@@ -63,7 +60,6 @@ from roost.errors import (
 )
 from roost.memory import fewer_collections
 
-CONFLICT_POLICIES = ("overwrite", "skip", "rename", "if-newer")
 # what a batch remembers of each file: its node, or the document it came from
 Entry = Node | dict[str, Any]
 
@@ -114,9 +110,6 @@ class Restorer:
         self._links: dict[tuple[int, int], bytes] = {}
         procs = workerproc.default_processes() if processes is None else processes
         self._batches = BatchDispatcher(repo, workers, procs, self._account_batch)
-        self._jobs: list[FileJob] = []
-        self._nodes: list[Entry] = []
-        self._batch_bytes = 0
         self._creator = plaincreate.creator()
         self._jobs_for = JobBuilder(repo, self._creator)
         self._fs_types = functools.cache(plaincreate.filesystem_type)  # for this restore only
@@ -157,7 +150,7 @@ class Restorer:
             # restore (0.2 s of the main process's 1.8 s of CPU)
             with fewer_collections():
                 self._restore_tree(self.snapshot.tree, self.target, [], False, False)
-                self._flush()
+                self._batches.flush()
                 while self._batches.busy():
                     self._batches.collect()
                 self._make_links()
@@ -317,25 +310,14 @@ class Restorer:
         self._apply(final, node)
 
     def _resolve_conflict(self, path: bytes, node: Node) -> bytes | None:
-        try:
-            existing = os.lstat(path)
-        except FileNotFoundError:
-            return path
-        if stat.S_ISDIR(existing.st_mode):
+        final, resolution = restore_conflict.resolve(path, node.mtime_ns, self.conflict)
+        if resolution == "directory":
             self._warn(path, "a directory exists where the snapshot has a file; skipped")
+        if resolution in ("directory", "skipped"):
             self.summary.skipped += 1
-            return None
-        policy = self.conflict
-        if policy == "if-newer":
-            policy = "overwrite" if node.mtime_ns > existing.st_mtime_ns else "skip"
-        if policy == "skip":
-            self.summary.skipped += 1
-            return None
-        if policy == "rename":
+        elif resolution == "renamed":
             self.summary.renamed += 1
-            return _free_name(path)
-        os.unlink(path)
-        return path
+        return final
 
     # -- batches of regular files -------------------------------------------------------
 
@@ -344,7 +326,7 @@ class Restorer:
         if job is None:  # a chunk in no index: the robust path reports it
             self._restore_file(node, path)
         else:
-            self._queue(job, node)
+            self._batches.add(job, node)
 
     def _submit_quick(self, quick: QuickFile, path: bytes, plain: bool) -> None:
         """:meth:`_submit` for a file of a fresh directory, from its tree document."""
@@ -352,23 +334,7 @@ class Restorer:
         if job is None:
             self._restore_file(node_from_json(quick[-1]), path)
         else:
-            self._queue(job, quick[-1])
-
-    def _queue(self, job: FileJob, entry: Entry) -> None:
-        if job[1] > BATCH_BYTES:
-            self._flush()
-        self._jobs.append(job)
-        self._nodes.append(entry)
-        self._batch_bytes += job[1]
-        if len(self._jobs) >= BATCH_FILES or self._batch_bytes >= BATCH_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._jobs:
-            return
-        batch = (self._jobs, self._nodes)
-        self._jobs, self._nodes, self._batch_bytes = [], [], 0
-        self._batches.dispatch(batch)
+            self._batches.add(job, quick[-1])
 
     def _account_batch(self, batch: Batch, outcomes: list[FileOutcome]) -> None:
         for job, entry, outcome in zip(*batch, outcomes, strict=True):
@@ -452,13 +418,3 @@ class Restorer:
     def _apply(self, path: bytes, node: Node) -> None:
         for warning in fsmeta.apply_metadata(path, node):
             self._warn(path, warning)
-
-
-def _free_name(path: bytes) -> bytes:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = path + f".restored-{stamp}".encode()
-    counter = 1
-    while os.path.lexists(candidate):
-        counter += 1
-        candidate = path + f".restored-{stamp}-{counter}".encode()
-    return candidate

@@ -11,7 +11,6 @@ from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
 from roost.engine import restore_dispatch
-from roost.engine import restorer as restorer_mod
 from roost.engine.archiver import Archiver
 from roost.engine.keys import KdfParams
 from roost.engine.pack import pack_key
@@ -57,7 +56,7 @@ def test_awkward_tree_through_worker_processes(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
-    monkeypatch.setattr(restorer_mod, "BATCH_FILES", 3)
+    monkeypatch.setattr(restore_dispatch, "BATCH_FILES", 3)
     started: list[Worker] = []
 
     class Counted(Worker):
@@ -80,7 +79,7 @@ def test_a_killed_worker_s_batches_are_redone(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
-    monkeypatch.setattr(restorer_mod, "BATCH_FILES", 7)
+    monkeypatch.setattr(restore_dispatch, "BATCH_FILES", 7)
 
     class Doomed(Worker):
         def send(self, jobs: list[FileJob]) -> None:
@@ -184,7 +183,7 @@ def test_an_error_in_the_walk_stops_the_workers_and_leaves_no_unreported_file(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(restore_dispatch, "PROCESS_MIN_FILES", 0)
-    monkeypatch.setattr(restorer_mod, "BATCH_FILES", 5)
+    monkeypatch.setattr(restore_dispatch, "BATCH_FILES", 5)
     src = tmp_path / "src"
     _small_files(src, 100)
     snap, _ = Archiver(repo).run([str(src)])
