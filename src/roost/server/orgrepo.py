@@ -33,6 +33,7 @@ class OrgRepositories:
         self._secrets = secrets
         self._opened: dict[str, Repository] = {}
         self._lock = threading.Lock()
+        self.opening: threading.Thread | None = None  # the latest open_all_in_background
 
     def backend(self, org_id: str) -> PrefixedBackend:
         return PrefixedBackend(self.storage, org_prefix(org_id))
@@ -54,6 +55,7 @@ class OrgRepositories:
         """
         thread = threading.Thread(target=self._open_all, name="roost-open-repos", daemon=True)
         thread.start()
+        self.opening = thread
         return thread
 
     def _open_all(self) -> None:
