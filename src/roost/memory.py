@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import mmap
 import sys
 import threading
 from collections.abc import Iterator
@@ -92,3 +93,24 @@ def skip_exit_collection() -> None:
     closes its files and pools explicitly, so nothing that ran before is lost.
     """
     gc.freeze()
+
+
+def anonymous_buffer(size: int) -> mmap.mmap:
+    """A private anonymous mapping of ``size`` bytes, for a buffer reused again and again.
+
+    Unlike a ``bytearray``, which zero-fills all of itself, its pages cost memory only once
+    they are touched, and :func:`give_back` returns them.
+    """
+    if sys.platform == "win32":
+        return mmap.mmap(-1, size)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+
+
+def give_back(buffer: mmap.mmap, keep: int) -> None:
+    """Return the pages of ``buffer`` beyond its first ``keep`` bytes to the system.
+
+    They read as zeros afterwards, and cost memory again only when written. Where the
+    platform has no ``madvise`` (Windows) the buffer keeps its pages.
+    """
+    if hasattr(mmap, "MADV_DONTNEED") and len(buffer) > keep:
+        buffer.madvise(mmap.MADV_DONTNEED, keep, len(buffer) - keep)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 from pyfastcdc import FastCDC
 
+from roost import memory
+
 # Read this much at a time: small, because the touched part of a thread's buffer is memory
 # held (the carried tail of a block is cut again, ~1 MiB on average: little rescanning).
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -81,7 +83,7 @@ class Chunker:
         """
         buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < size:
-            buffer = self._local.buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+            buffer = self._local.buffer = memory.anonymous_buffer(size)
         return buffer
 
     def chunks(self, stream: ExtentReader) -> Iterator[bytes]:
@@ -116,4 +118,4 @@ class Chunker:
             if reached > KEEP_BUFFER:
                 # what a big file touched goes back to the system: between files the buffer
                 # holds at most KEEP_BUFFER (a scan worker holds its batch's chunks as well)
-                buffer.madvise(mmap.MADV_DONTNEED, KEEP_BUFFER, len(buffer) - KEEP_BUFFER)
+                memory.give_back(buffer, KEEP_BUFFER)

@@ -144,6 +144,7 @@ class _InlineWorker:
         except BaseException as exc:
             answer = ("failed", exc)
         self._on_message(self, answer)
+        self._scanner.release_segment()  # packed by now
 
     def close(self) -> None:
         pass

@@ -33,13 +33,16 @@ processes.
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import stat
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
+from roost import memory
 from roost.engine import compress, fsmeta, workerproc
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import OVERHEAD, Key, MasterKey
@@ -52,7 +55,8 @@ _PR_SET_PDEATHSIG = 1
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
-SEGMENT_BUFFER = 1024 * 1024  # the smallest segment buffer kept (see BatchScanner.seal)
+SEGMENT_BUFFER = 16 * 1024 * 1024  # a segment buffer's address space, at least (untouched: free)
+KEEP_SEGMENT = 2 * 1024 * 1024  # of a segment buffer, kept touched between batches
 
 # what became of one file of a batch
 EXCLUDED = 0  # larger than the exclude size limit
@@ -201,37 +205,53 @@ class BatchScanner:
     def seal(self, batch: int, wanted: list[bytes]) -> tuple[memoryview, list[SegmentEntry]]:
         """Compress and encrypt the wanted blobs of a scanned batch into one segment.
 
-        The segment is a view of a buffer the next ``seal`` on this thread reuses: send or
-        copy it first.
+        Each blob is compressed, encrypted straight into its place and dropped in turn, so a
+        batch's plaintext shrinks as its segment grows (no copy per blob, none to join).
+        The segment is a view of this thread's segment buffer, which its next ``seal``
+        reuses: send or copy it first, then :meth:`release_segment`.
         """
         found = self._held.pop(batch)
-        payloads: list[tuple[int, bytes, int, int, bytes | memoryview]] = []
-        size = 0
-        for blob_id in wanted:
-            kind, data = found[blob_id]
-            method, payload = compress.compress(data)
-            payloads.append((kind, blob_id, len(data), method, payload))
-            size += len(payload) + OVERHEAD
-        # each blob is encrypted straight into its place: no copy per blob, none to join
-        view = self._segment_buffer(size)
+        # compress() never returns more than it was given (it stores raw instead)
+        capacity = sum(len(found[blob_id][1]) + OVERHEAD for blob_id in wanted)
+        buffer = self._segment_buffer(capacity)
         entries: list[SegmentEntry] = []
         offset = 0
-        for kind, blob_id, raw_length, method, payload in payloads:
-            length = self.key.encrypt_into(payload, blob_aad(kind, blob_id), view[offset:])
-            entries.append((kind, blob_id, length, raw_length, method))
-            offset += length
-        return view, entries
+        with memoryview(buffer) as view:
+            for blob_id in wanted:
+                kind, data = found.pop(blob_id)
+                method, payload = compress.compress(data)
+                out = view[offset:]
+                length = self.key.encrypt_into(payload, blob_aad(kind, blob_id), out)
+                out.release()
+                entries.append((kind, blob_id, length, len(data), method))
+                offset += length
+                del data, payload
+        self._buffers.reached = offset
+        return memoryview(buffer)[:offset], entries
 
-    def _segment_buffer(self, size: int) -> memoryview:
-        """A buffer for one segment, reused by this thread's next batch.
+    def holds_batch(self) -> bool:
+        """Whether a scanned batch's plaintext waits for its ``seal``."""
+        return bool(self._held)
 
-        A segment is sent (or, on a thread, packed) before its thread seals another batch;
-        a new zero-filled ``bytearray`` per batch cost a memset and fresh pages every time.
+    def _segment_buffer(self, capacity: int) -> mmap.mmap:
+        """This thread's segment buffer, at least ``capacity`` bytes.
+
+        An anonymous mapping, reused batch after batch: its pages are only touched as far
+        as segments reach (a ``bytearray`` zero-fills all of itself), and what a big segment
+        touched beyond ``KEEP_SEGMENT`` goes back after it is sent (:meth:`release_segment`).
         """
-        buffer: bytearray | None = getattr(self._buffers, "segment", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._buffers.segment = bytearray(max(size, SEGMENT_BUFFER))
-        return memoryview(buffer)[:size]
+        buffer: mmap.mmap | None = getattr(self._buffers, "segment", None)
+        if buffer is None or len(buffer) < capacity:
+            size = max(capacity, SEGMENT_BUFFER)
+            buffer = self._buffers.segment = memory.anonymous_buffer(size)
+        return buffer
+
+    def release_segment(self) -> None:
+        """Give back what the last segment touched beyond KEEP_SEGMENT; call once it is sent."""
+        buffer: mmap.mmap | None = getattr(self._buffers, "segment", None)
+        if buffer is not None and getattr(self._buffers, "reached", 0) > KEEP_SEGMENT:
+            memory.give_back(buffer, KEEP_SEGMENT)
+            self._buffers.reached = 0
 
     def scan_one(
         self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None
@@ -335,13 +355,34 @@ def run_worker(fd: str) -> None:
     """The worker process: answer ``scan`` and ``seal`` requests until ``stop`` or EOF."""
     conn, setup = workerproc.connect(fd)
     scanner = BatchScanner(setup)
+    deferred: deque[tuple[Any, ...]] = deque()
     try:
-        while (message := conn.recv())[0] != "stop":
+        while (message := _next_request(conn, scanner, deferred))[0] != "stop":
             conn.send(handle(scanner, message))
+            scanner.release_segment()
     except EOFError:
         return
     except BaseException as exc:  # the backup must fail with the real cause
         workerproc.report_failure(conn, exc)
+
+
+def _next_request(
+    conn: workerproc.Channel, scanner: BatchScanner, deferred: deque[tuple[Any, ...]]
+) -> tuple[Any, ...]:
+    """The request to answer next: a ``scan`` waits while the scanner holds a batch.
+
+    The main process keeps two batches in flight per worker, so the next ``scan`` often
+    arrives before the ``seal`` of the last one. Scanning it first held two batches'
+    plaintext at once; sealing first holds one (the seal is on its way: a batch is held only
+    after its ``scanned`` answer listed blobs, and the main process answers that with a
+    ``seal``).
+    """
+    if deferred and not scanner.holds_batch():
+        return deferred.popleft()
+    message: tuple[Any, ...]
+    while (message := conn.recv())[0] == "scan" and scanner.holds_batch():
+        deferred.append(message)
+    return message
 
 
 class WorkerProcess:

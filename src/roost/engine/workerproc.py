@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import mmap
 import os
 import pickle
 import signal
@@ -87,7 +86,7 @@ class Channel:
             return []
         total = sum(sizes)
         if total >= _MAP_ABOVE:
-            whole = memoryview(mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE))
+            whole = memoryview(memory.anonymous_buffer(total))
         else:
             whole = memoryview(bytearray(total))
         _read_into(self._fd, whole, first=False)

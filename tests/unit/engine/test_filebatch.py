@@ -362,3 +362,56 @@ def test_hardlinks_in_a_changed_directory_are_counted_once(
     (src / "c.txt").write_bytes(b"after!")  # same number of entries, one changed
     _, summary = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
     assert (summary.files_unchanged, summary.files_changed, summary.files_new) == (2, 1, 0)
+
+
+class _Queue:
+    """A worker's channel as a list of requests (only ``recv`` is used)."""
+
+    def __init__(self, *messages: tuple[object, ...]) -> None:
+        self.messages = list(messages)
+
+    def recv(self) -> tuple[object, ...]:
+        return self.messages.pop(0)
+
+
+def test_a_worker_seals_its_held_batch_before_scanning_the_next(tmp_path: Path) -> None:
+    from collections import deque
+
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    (tmp_path / "a").write_bytes(b"held plaintext " * 100)
+    _, candidates, _ = scanner.scan(1, _items(tmp_path / "a"))
+    assert scanner.holds_batch()
+    scan_2 = ("scan", 2, _items(tmp_path / "a"))
+    seal_1 = ("seal", 1, [candidates[0][1]])
+    conn = _Queue(scan_2, seal_1, ("stop",))
+    deferred: deque[tuple[object, ...]] = deque()
+    order = []
+    while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
+        order.append(message[:2])
+        procreader.handle(scanner, message)
+    assert order == [("seal", 1), ("scan", 2)]
+    assert not deferred
+
+
+def test_a_big_segment_is_given_back_after_it_is_sent(tmp_path: Path) -> None:
+    master = MasterKey.generate()
+    scanner = procreader.BatchScanner(_setup(master, batch_bytes=8 * MIB))
+    blobs = {name: os.urandom(procreader.KEEP_SEGMENT) for name in ("a", "b")}  # incompressible
+    for name, data in blobs.items():
+        (tmp_path / name).write_bytes(data)
+    _, candidates, _ = scanner.scan(1, _items(tmp_path / "a", tmp_path / "b"))
+    segment, entries = scanner.seal(1, [c[1] for c in candidates])
+    assert {e[4] for e in entries} == {compress.RAW}
+    sealed = bytes(segment)
+    key = Key(master)
+    offset, plain = 0, b""
+    for blob_type, blob_id, length, _, _ in entries:
+        plain += key.decrypt(sealed[offset : offset + length], blob_aad(blob_type, blob_id))
+        offset += length
+    assert offset == len(sealed) > procreader.KEEP_SEGMENT
+    assert plain == blobs["a"] + blobs["b"]
+    segment.release()
+    scanner.release_segment()
+    buffer = scanner._buffers.segment
+    assert buffer[procreader.KEEP_SEGMENT : procreader.KEEP_SEGMENT + 4096] == bytes(4096)
+    assert buffer[:64] == sealed[:64]  # the kept part is untouched
