@@ -226,3 +226,20 @@ def test_loading_many_index_files_consumes_each_once_merged() -> None:
         assert list(index.blob_ids()) == list(expected.blob_ids())
         assert all(index.locations(b) == expected.locations(b) for b in blobs)
         assert index.index_ids == set(files)
+
+
+def test_an_index_file_is_one_zstd_frame_that_states_its_size() -> None:
+    """Index files made from parts, unjoined, are still the standard frames every Roost reads
+    (a frame without its content size would not decompress in one call)."""
+    import zstandard
+
+    from roost.engine.index import INDEX_AAD
+
+    repo, _ = Repository.init(MemoryBackend(), "pw", kdf=WEAK)
+    entries = [BlobEntry(DATA_BLOB, bytes([n]) * 32, n * 10, 10, 20, 2) for n in range(200)]
+    index_file = IndexFile(5, {b"p" * 32: entries}, tombstones=[(b"p" * 32, b"t" * 32, 7)])
+    _, sealed = index_file.encode(repo.key)
+    frame = repo.key.decrypt(sealed, INDEX_AAD)
+    plain = zstandard.ZstdDecompressor().decompress(frame)
+    assert zstandard.get_frame_parameters(frame).content_size == len(plain)
+    assert IndexFile.decode(repo.key, sealed) == index_file
