@@ -140,11 +140,11 @@ class _InlineWorker:
 
     def _answer(self, message: Message) -> None:
         try:
-            answer = procreader.handle(self._scanner, message)
+            for answer in procreader.handle(self._scanner, message):
+                self._on_message(self, answer)  # a sealed part is packed on return
         except BaseException as exc:
-            answer = ("failed", exc)
-        self._on_message(self, answer)
-        self._scanner.release_segment()  # packed by now
+            self._on_message(self, ("failed", exc))
+        self._scanner.release_segment()
 
     def close(self) -> None:
         pass
@@ -308,6 +308,7 @@ class FileBatches:
         number: int,
         segment: memoryview | pickle.PickleBuffer,
         entries: list[procreader.SegmentEntry],
+        last: bool,
     ) -> None:
         # a view of the channel's buffer from a process, the scanner's own from a thread;
         # released on the way out, also when packing fails: an exception keeps this frame
@@ -315,13 +316,14 @@ class FileBatches:
         # buffer still exports (CPython gh-77894)
         try:
             with memoryview(segment) as view:
-                self._saver.add_segment(view, entries)
+                self._saver.add_compressed(view, entries)
         finally:
             if isinstance(segment, pickle.PickleBuffer):
                 segment.release()
-        with self.cond:
-            self._done(number)
-            self.cond.notify_all()
+        if last:
+            with self.cond:
+                self._done(number)
+                self.cond.notify_all()
 
     def _done(self, number: int) -> None:
         """Forget a batch whose blobs are all packed (with the condition held)."""

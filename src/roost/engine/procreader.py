@@ -1,32 +1,35 @@
 """Scanning regular files in batches, in worker processes: the way around the GIL.
 
-Threads serialise the per-file Python work (lstat, xattrs, open, read, chunk, hash, compress,
-encrypt) on one core: profiles showed a full backup using about one core while restic used
+Threads serialise the per-file Python work (lstat, xattrs, open, read, chunk, hash, compress)
+on one core: profiles showed a full backup using about one core while restic used
 two. So the walker only lists directories (``scandir`` tells regular files apart without a
 ``stat``) and hands the regular files, in batches, to worker processes, each with its own
 interpreter. For every file a worker does the whole per-file job: ``lstat``, the comparison
 with the parent snapshot's entry (an unchanged file is not opened), xattrs, reading and
-chunking with the same :class:`FileReader` the threads use, and hashing.
+chunking with the same :class:`FileReader` the threads use, hashing and compressing.
 
-Deduplication stays in the main process, and sealed data crosses the pipe in few big pieces
-(shipping every blob as its own object cost the main process more than the walk itself).
+Deduplication and encryption stay in the main process, and data crosses the pipe in few big
+pieces (shipping every blob as its own object cost the main process more than the walk).
 Per batch, over the worker's pipe:
 
 1. ``scan``: the worker answers ``scanned`` with each file's node and the ids (and sizes) of
    the blobs found; it keeps their plaintext.
 2. The main process claims the ids (the one dedup decision, shared by all workers) and sends
    ``seal`` with the ids to store.
-3. The worker compresses and encrypts those into one contiguous *segment* and answers
-   ``sealed``; the main process appends the segment to its open pack in one piece.
+3. The worker compresses those into one contiguous *segment* and answers ``sealed``; the
+   main process encrypts each blob of it into a buffer that it appends to its open pack in
+   one piece. Encrypting there (AES-GCM runs at ~7 GB/s, ~1.5 us a call) keeps
+   ``cryptography`` and the encryption key out of the workers: ~9 MiB less in each.
 
 A worker hands a file back to the main process (:data:`MAIN`) when the main process must
 decide: hardlinked files (read once per inode), files above ``MAX_FILE_SIZE`` (read by
 threads that compress one file's chunks in parallel), and entries that are no longer regular
 files. A scan stops reading after ``BATCH_BYTES``; the main process queues the rest again, so
-a worker holds at most about ``BATCH_BYTES + MAX_FILE_SIZE`` of plaintext per batch.
+a worker holds at most about ``BATCH_BYTES + MAX_FILE_SIZE`` of plaintext, of one batch: a
+``scan`` that arrives before the ``seal`` of the batch it holds waits for it.
 
-Workers start with ``spawn`` (never ``fork`` from a threaded process), receive the key
-material once, in memory, as an argument, and die with their parent. The same
+Workers start with ``spawn`` (never ``fork`` from a threaded process), receive the id key
+and chunker seed once, in memory, over their socket, and die with their parent. The same
 :class:`BatchScanner` runs in a thread when a backup is too small to be worth starting
 processes.
 """
@@ -39,15 +42,15 @@ import pickle
 import stat
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
 from roost import memory
 from roost.engine import compress, fsmeta, workerproc
 from roost.engine.chunker import Chunker
-from roost.engine.crypto import OVERHEAD, Key, MasterKey
+from roost.engine.crypto import ChunkIds
 from roost.engine.filereader import FileReader, describe_os_error
-from roost.engine.pack import blob_aad
 from roost.engine.tree import FILE, Node, encode_entry
 from roost.errors import RoostError
 
@@ -57,6 +60,11 @@ BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
 SEGMENT_BUFFER = 16 * 1024 * 1024  # a segment buffer's address space, at least (untouched: free)
 KEEP_SEGMENT = 2 * 1024 * 1024  # of a segment buffer, kept touched between batches
+# A sealed answer's compressed bytes, at most (unless one blob is bigger): what a batch's
+# segment costs the worker, the receiving buffer and the encrypting buffer in the main
+# process. Whole segments (up to BATCH_BYTES + MAX_FILE_SIZE of poorly compressible data)
+# were seen to hold 12 MiB in each of the three at once.
+SEGMENT_PART = 1024 * 1024
 
 # what became of one file of a batch
 EXCLUDED = 0  # larger than the exclude size limit
@@ -112,13 +120,18 @@ _EXCLUDED = FileResult(EXCLUDED)
 Candidate = tuple[int, bytes, int]
 # a scan's answer: results (a prefix of the items), blobs found, bytes of identical files
 Scanned = tuple[list[FileResult], list[Candidate], int]
-# where a sealed blob sits in a segment: (type, id, sealed length, plaintext length, method)
+# where a compressed blob sits in a segment: (type, id, length, plaintext length, method)
 SegmentEntry = tuple[int, bytes, int, int, int]
+# one part of a sealed batch: its segment, the blobs in it, whether it is the last part
+SealedPart = tuple[memoryview, list[SegmentEntry], bool]
 
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    master: MasterKey
+    """What a scanner needs: of the key, only what names and cuts chunks (see ChunkIds)."""
+
+    id_key: bytes
+    chunker_seed: int
     chunk_min: int
     chunk_avg: int
     chunk_max: int
@@ -149,14 +162,14 @@ def stat_key(node: Node) -> ParentKey:
 class _Collector:
     """Stands in for BlobSaver while scanning: ids now, plaintext kept for sealing later."""
 
-    def __init__(self, key: Key) -> None:
-        self.key = key
+    def __init__(self, ids: ChunkIds) -> None:
+        self.ids = ids
         self.found: dict[bytes, tuple[int, bytes]] = {}
 
     def save(
         self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
     ) -> tuple[bytes, bool]:
-        blob_id = blob_id or self.key.chunk_id(data)
+        blob_id = blob_id or self.ids.chunk_id(data)
         if blob_id in self.found:
             return blob_id, False
         self.found[blob_id] = (blob_type, data)
@@ -174,9 +187,9 @@ class BatchScanner:
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
-        self.key = Key(setup.master)
+        self.ids = ChunkIds(setup.id_key)
         self.chunker = Chunker(
-            setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.master.chunker_seed
+            setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.chunker_seed
         )
         self._held: dict[int, dict[bytes, tuple[int, bytes]]] = {}
         self._file_bytes = 0  # read so far from the file being scanned
@@ -185,7 +198,7 @@ class BatchScanner:
     def scan(self, batch: int, items: list[ScanItem]) -> Scanned:
         """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
         results: list[FileResult] = []
-        collector = _Collector(self.key)
+        collector = _Collector(self.ids)
         reader = FileReader(collector, self.chunker, self._count_read)
         read = identical_bytes = 0
         for path, name, parent in items:
@@ -202,32 +215,33 @@ class BatchScanner:
         candidates = [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
         return results, candidates, identical_bytes
 
-    def seal(self, batch: int, wanted: list[bytes]) -> tuple[memoryview, list[SegmentEntry]]:
-        """Compress and encrypt the wanted blobs of a scanned batch into one segment.
+    def seal(self, batch: int, wanted: list[bytes]) -> Iterator[SealedPart]:
+        """Compress the wanted blobs of a scanned batch into segments of ~SEGMENT_PART bytes.
 
-        Each blob is compressed, encrypted straight into its place and dropped in turn, so a
-        batch's plaintext shrinks as its segment grows (no copy per blob, none to join).
-        The segment is a view of this thread's segment buffer, which its next ``seal``
-        reuses: send or copy it first, then :meth:`release_segment`.
+        Each blob is compressed, copied into its place and dropped in turn, so a batch's
+        plaintext shrinks as its segments are made; the last part says so (it may be empty).
+        The main process encrypts the blobs on their way into a pack
+        (BlobSaver.add_compressed), so a worker never holds the encryption key. A part is a
+        view of this thread's segment buffer, which the next part overwrites: send or copy
+        it before taking the next one, and call :meth:`release_segment` after the last.
         """
         found = self._held.pop(batch)
-        # compress() never returns more than it was given (it stores raw instead)
-        capacity = sum(len(found[blob_id][1]) + OVERHEAD for blob_id in wanted)
-        buffer = self._segment_buffer(capacity)
         entries: list[SegmentEntry] = []
         offset = 0
-        with memoryview(buffer) as view:
-            for blob_id in wanted:
-                kind, data = found.pop(blob_id)
-                method, payload = compress.compress(data)
-                out = view[offset:]
-                length = self.key.encrypt_into(payload, blob_aad(kind, blob_id), out)
-                out.release()
-                entries.append((kind, blob_id, length, len(data), method))
-                offset += length
-                del data, payload
-        self._buffers.reached = offset
-        return memoryview(buffer)[:offset], entries
+        for blob_id in wanted:
+            kind, data = found.pop(blob_id)
+            method, payload = compress.compress(data)
+            length = len(payload)
+            if entries and offset + length > SEGMENT_PART:
+                yield memoryview(self._buffers.segment)[:offset], entries, False
+                entries, offset = [], 0
+            buffer = self._segment_buffer(offset + length)
+            buffer[offset : offset + length] = payload
+            entries.append((kind, blob_id, length, len(data), method))
+            offset += length
+            self._buffers.reached = max(self._buffers.reached, offset)
+            del data, payload
+        yield memoryview(self._segment_buffer(offset))[:offset], entries, True
 
     def holds_batch(self) -> bool:
         """Whether a scanned batch's plaintext waits for its ``seal``."""
@@ -244,6 +258,7 @@ class BatchScanner:
         if buffer is None or len(buffer) < capacity:
             size = max(capacity, SEGMENT_BUFFER)
             buffer = self._buffers.segment = memory.anonymous_buffer(size)
+            self._buffers.reached = 0
         return buffer
 
     def release_segment(self) -> None:
@@ -338,17 +353,22 @@ def _file_node(name: bytes, st: os.stat_result) -> Node:
     )
 
 
-def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> tuple[Any, ...]:
-    """One request to a scanner and its answer (the protocol of :func:`worker_main`)."""
+def handle(scanner: BatchScanner, message: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """The answers to one request to a scanner (the protocol of :func:`run_worker`).
+
+    A ``seal`` is answered in parts (see :meth:`BatchScanner.seal`): send each answer before
+    taking the next, and call ``scanner.release_segment()`` after the last.
+    """
     if message[0] == "scan":
         _, batch, items = message
-        return ("scanned", batch, *scanner.scan(batch, items))
-    if message[0] == "seal":
+        yield ("scanned", batch, *scanner.scan(batch, items))
+    elif message[0] == "seal":
         _, batch, wanted = message
-        segment, entries = scanner.seal(batch, wanted)
-        # out of band on a worker's channel: the segment is written from here, not pickled
-        return ("sealed", batch, pickle.PickleBuffer(segment), entries)
-    raise ValueError(f"unknown request {message[0]!r}")
+        for segment, entries, last in scanner.seal(batch, wanted):
+            # out of band on a worker's channel: the segment is written from here, not pickled
+            yield ("sealed", batch, pickle.PickleBuffer(segment), entries, last)
+    else:
+        raise ValueError(f"unknown request {message[0]!r}")
 
 
 def run_worker(fd: str) -> None:
@@ -358,7 +378,8 @@ def run_worker(fd: str) -> None:
     deferred: deque[tuple[Any, ...]] = deque()
     try:
         while (message := _next_request(conn, scanner, deferred))[0] != "stop":
-            conn.send(handle(scanner, message))
+            for answer in handle(scanner, message):
+                conn.send(answer)
             scanner.release_segment()
     except EOFError:
         return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
 import os
 import threading
 import time
@@ -24,7 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from roost import memory
 from roost.engine import compress
+from roost.engine.crypto import OVERHEAD
 from roost.engine.index import IndexFile, MasterIndex
 from roost.engine.pack import DATA_BLOB, ENTRY, PackBuilder, blob_aad, pack_key, record_ids
 from roost.engine.repository import Repository
@@ -38,6 +41,15 @@ MAX_STORING = 2
 # packs made one index file of 40 MB that was held two or three times while it was encoded,
 # and again by every later backup while it loaded the index.
 CHECKPOINT_BLOBS = 65536
+# Plaintext queued for the pool's threads, at most (besides the blobs' count): chunks of
+# repetitive data reach the 8 MiB maximum, and four of them in flight, beside the reader's
+# buffer, made the main process's peak while it read such files.
+IN_FLIGHT_BYTES = 8 * 1024 * 1024
+# A thread's buffer for the blobs of a part of a worker's segment, encrypted: its address
+# space, at least (untouched pages cost nothing), and what stays touched between parts
+# (a part holds ~1 MiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
+SEALING_BUFFER = 16 * 1024 * 1024
+KEEP_SEALING = 1280 * 1024
 
 
 @dataclass
@@ -76,7 +88,7 @@ class BlobSaver:
         # or a worker's sealed blobs waiting to be packed, for as long.
         self._uploader = ThreadPoolExecutor(MAX_STORING, thread_name_prefix="roost-upload")
         self._uploads: set[Future[None]] = set()
-        self._slots = threading.BoundedSemaphore(max_in_flight or self._workers * 2)
+        self._in_flight = _InFlight(max_in_flight or self._workers * 2, IN_FLIGHT_BYTES)
         self._lock = threading.Lock()
         # Claimed blobs not yet in the index (it answers for them once their pack is stored):
         # bounded by the open and uploading packs, not the size of the backup.
@@ -96,6 +108,7 @@ class BlobSaver:
         self._on_pack = on_pack
         self._on_backlog = on_backlog
         self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
+        self._local = threading.local()  # each thread's sealing buffer
 
     def has_live(self, blob_id: bytes | None) -> bool:
         """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
@@ -120,15 +133,15 @@ class BlobSaver:
         if inline:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
-        self._slots.acquire()
+        self._in_flight.acquire(len(data))
         future = self._pool.submit(self._encode_and_pack, blob_type, blob_id, data)
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(self._finished)
+        future.add_done_callback(functools.partial(self._finished, len(data)))
         return blob_id, True
 
-    def _finished(self, future: Future[None]) -> None:
-        self._slots.release()
+    def _finished(self, size: int, future: Future[None]) -> None:
+        self._in_flight.release(size)
         with self._lock:
             self._futures.discard(future)
         if future.cancelled():
@@ -191,6 +204,37 @@ class BlobSaver:
                 if full is not None:
                     self._store_later(full)
                 blobs, start = blobs[count:], start + length
+
+    def add_compressed(
+        self, segment: bytes | memoryview, blobs: list[tuple[int, bytes, int, int, int]]
+    ) -> None:
+        """Encrypt and pack claimed data blobs a worker compressed end to end.
+
+        ``blobs``: (type, id, length, raw length, method) of each, in segment order. They are
+        encrypted into this thread's sealing buffer, which goes into the open pack as
+        :meth:`add_segment` does.
+        """
+        self._raise_if_failed()
+        buffer = self._sealing_buffer(len(segment) + OVERHEAD * len(blobs))
+        sealed: list[tuple[int, bytes, int, int, int]] = []
+        start = offset = 0
+        encrypt_into = self.repo.key.encrypt_into
+        with memoryview(segment) as view, memoryview(buffer) as out:
+            for blob_type, blob_id, length, raw_length, method in blobs:
+                payload = view[start : start + length]
+                written = encrypt_into(payload, blob_aad(blob_type, blob_id), out[offset:])
+                sealed.append((blob_type, blob_id, written, raw_length, method))
+                start, offset = start + length, offset + written
+            self.add_segment(out[:offset], sealed)
+        if offset > KEEP_SEALING:
+            memory.give_back(buffer, KEEP_SEALING)
+
+    def _sealing_buffer(self, size: int) -> mmap.mmap:
+        """This thread's buffer for encrypted blobs on their way into a pack (reused)."""
+        buffer: mmap.mmap | None = getattr(self._local, "sealing", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self._local.sealing = memory.anonymous_buffer(max(size, SEALING_BUFFER))
+        return buffer
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
         method, payload = compress.compress(data)
@@ -350,6 +394,32 @@ class BlobSaver:
             self._open.clear()
         for builder in abandoned:
             builder.close()
+
+
+class _InFlight:
+    """Bounds the blobs queued for the pool: at most ``count``, and ``budget`` bytes of
+    plaintext unless only one is queued (a blob may be as big as the budget or bigger)."""
+
+    def __init__(self, count: int, budget: int) -> None:
+        self._changed = threading.Condition()
+        self._max_count = count
+        self._budget = budget
+        self._count = self._bytes = 0
+
+    def acquire(self, size: int) -> None:
+        with self._changed:
+            while self._count and (
+                self._count >= self._max_count or self._bytes + size > self._budget
+            ):
+                self._changed.wait()
+            self._count += 1
+            self._bytes += size
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self._count -= 1
+            self._bytes -= size
+            self._changed.notify_all()
 
 
 def _fitting(blobs: list[tuple[int, bytes, int, int, int]], room: int) -> tuple[int, int]:

@@ -70,7 +70,8 @@ class Walker:
         self.reader = FileReader(saver, chunker, self._bytes_read)
         self._pool = ThreadPoolExecutor(max(1, readers), thread_name_prefix="roost-reader")
         setup = procreader.WorkerSetup(
-            repo.key.master,
+            repo.key.master.id_key,
+            repo.key.master.chunker_seed,
             cfg.chunk_min,
             cfg.chunk_avg,
             cfg.chunk_max,

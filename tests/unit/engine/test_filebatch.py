@@ -22,10 +22,10 @@ from tests.helpers.treegen import make_awkward_tree
 from roost.engine import compress, fsmeta, procreader, workerproc
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
-from roost.engine.crypto import Key, MasterKey
+from roost.engine.crypto import ChunkIds, MasterKey
 from roost.engine.filereader import CHANGED, FileReader
 from roost.engine.keys import KdfParams
-from roost.engine.pack import DATA_BLOB, blob_aad
+from roost.engine.pack import DATA_BLOB
 from roost.engine.parenttree import ParentDir
 from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
@@ -48,7 +48,8 @@ def repo(tmp_path: Path) -> Repository:
 
 
 def _setup(master: MasterKey, **limits: int | None) -> procreader.WorkerSetup:
-    return procreader.WorkerSetup(master, 64 * 1024, 256 * 1024, MIB, **limits)  # type: ignore[arg-type]
+    sizes = (64 * 1024, 256 * 1024, MIB)
+    return procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes, **limits)  # type: ignore[arg-type]
 
 
 def _items(*files: tuple[Path, procreader.ParentKey] | Path) -> list[procreader.ScanItem]:
@@ -121,7 +122,7 @@ def test_scan_outcomes(tmp_path: Path) -> None:
     assert (results[0].node, results[0].size, results[0].bytes_read) == (None, 120, 120)
     stored = _entry_node(results[0])
     assert stored.name == b"new.txt" and stored.size == 120
-    key = Key(master)
+    key = ChunkIds(master.id_key)
     assert candidates == [(DATA_BLOB, key.chunk_id(b"hello world\n" * 10), 120)]
     assert results[1].node is not None and results[1].node.content == []  # caller fills it
 
@@ -137,7 +138,7 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     results, _, _ = scanner.scan(1, _items(path))
     expected = fsmeta.node_from_stat(b"f.txt", os.lstat(path), bytes(path), read_xattrs=False)
     expected.xattrs = fsmeta.xattrs_of(bytes(path))
-    expected.content = [Key(scanner.setup.master).chunk_id(b"content")]
+    expected.content = [ChunkIds(scanner.setup.id_key).chunk_id(b"content")]
     assert results[0].entry == encode_entry(expected)
     full_key = procreader.stat_key(expected)
     again, _, identical_bytes = scanner.scan(2, _items((path, full_key)))
@@ -154,7 +155,7 @@ def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
         log.write(b"second line\n")
     master = MasterKey.generate()
     chunker = Chunker(64 * 1024, 256 * 1024, MIB, master.chunker_seed)
-    sink = procreader._Collector(Key(master))  # the sink the worker reads into
+    sink = procreader._Collector(ChunkIds(master.id_key))  # the sink the worker reads into
     node = Node(b"growing.log", "file", size=known.st_size)
     stored, problem = FileReader(sink, chunker, lambda _: None).read(bytes(path), node, known)
     assert (stored, problem) == (True, CHANGED)
@@ -167,16 +168,18 @@ def test_seal_puts_the_wanted_blobs_end_to_end(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(text)
     _, candidates, _ = scanner.scan(7, _items(*(tmp_path / n for n in "abc")))
     wanted = [candidates[2][1], candidates[0][1]]  # the main process wants two, in its order
-    segment, entries = scanner.seal(7, wanted)
-    key = Key(master)
+    [(segment, entries, last)] = scanner.seal(7, wanted)
+    assert last
     offset = 0
     plain = []
-    for blob_type, blob_id, length, raw_length, method in entries:
-        payload = key.decrypt(segment[offset : offset + length], blob_aad(blob_type, blob_id))
+    for _, blob_id, length, raw_length, method in entries:
+        payload = bytes(segment[offset : offset + length])
         plain.append(compress.decompress(method, payload, raw_length))
+        assert ChunkIds(master.id_key).chunk_id(plain[-1]) == blob_id
         offset += length
     assert offset == len(segment)
     assert plain == [b"gamma " * 90, b"alpha " * 50]
+    assert [e[4] for e in entries] == [compress.ZSTD_COMPACT] * 2
 
 
 def test_a_scan_stops_after_its_byte_budget(tmp_path: Path) -> None:
@@ -388,30 +391,37 @@ def test_a_worker_seals_its_held_batch_before_scanning_the_next(tmp_path: Path) 
     order = []
     while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
         order.append(message[:2])
-        procreader.handle(scanner, message)
+        list(procreader.handle(scanner, message))
     assert order == [("seal", 1), ("scan", 2)]
     assert not deferred
 
 
-def test_a_big_segment_is_given_back_after_it_is_sent(tmp_path: Path) -> None:
+def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
+    tmp_path: Path,
+) -> None:
     master = MasterKey.generate()
-    scanner = procreader.BatchScanner(_setup(master, batch_bytes=8 * MIB))
-    blobs = {name: os.urandom(procreader.KEEP_SEGMENT) for name in ("a", "b")}  # incompressible
-    for name, data in blobs.items():
+    sizes = (4 * MIB, 8 * MIB, 16 * MIB)  # files up to 4 MiB are one blob each
+    scanner = procreader.BatchScanner(
+        procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes, batch_bytes=16 * MIB)
+    )
+    blobs = {"a": os.urandom(3 * MIB), "b": os.urandom(300_000), "c": os.urandom(400_000)}
+    for name, data in blobs.items():  # incompressible: stored raw
         (tmp_path / name).write_bytes(data)
-    _, candidates, _ = scanner.scan(1, _items(tmp_path / "a", tmp_path / "b"))
-    segment, entries = scanner.seal(1, [c[1] for c in candidates])
-    assert {e[4] for e in entries} == {compress.RAW}
-    sealed = bytes(segment)
-    key = Key(master)
-    offset, plain = 0, b""
-    for blob_type, blob_id, length, _, _ in entries:
-        plain += key.decrypt(sealed[offset : offset + length], blob_aad(blob_type, blob_id))
-        offset += length
-    assert offset == len(sealed) > procreader.KEEP_SEGMENT
-    assert plain == blobs["a"] + blobs["b"]
-    segment.release()
+    _, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in blobs)))
+    parts = [
+        (bytes(segment), entries, last)
+        for segment, entries, last in scanner.seal(1, [c[1] for c in candidates])
+    ]
+    # a part holds at most SEGMENT_PART bytes, unless one blob alone is bigger
+    assert [(len(seg), len(entries), last) for seg, entries, last in parts] == [
+        (3 * MIB, 1, False),
+        (700_000, 2, True),
+    ]
+    assert b"".join(seg for seg, _, _ in parts) == blobs["a"] + blobs["b"] + blobs["c"]
+    assert [(e[2], e[3], e[4]) for _, entries, _ in parts for e in entries] == [
+        (len(data), len(data), compress.RAW) for data in blobs.values()
+    ]
     scanner.release_segment()
     buffer = scanner._buffers.segment
     assert buffer[procreader.KEEP_SEGMENT : procreader.KEEP_SEGMENT + 4096] == bytes(4096)
-    assert buffer[:64] == sealed[:64]  # the kept part is untouched
+    assert buffer[:64] == blobs["b"][:64]  # the kept part is untouched

@@ -12,7 +12,7 @@ from typing import BinaryIO
 import pytest
 from tests.helpers.spool import open_spool_files
 
-from roost.engine import uploader
+from roost.engine import compress, uploader
 from roost.engine.archiver import Archiver
 from roost.engine.check import check_repository
 from roost.engine.keys import KdfParams
@@ -219,3 +219,25 @@ def test_a_backup_whose_last_packs_fail_leaves_no_spool_file(
     assert faulty.calls["put_file"] > 10  # the full packs were stored from spool files
     assert open_spool_files(root) == [] and _debris(root) == []
     assert check_repository(Repository.open(LocalBackend(root), "pw")).ok
+
+
+def test_compressed_blobs_from_a_worker_are_encrypted_into_packs(repo: Repository) -> None:
+    """A worker sends blobs compressed, not encrypted: the saver encrypts each on its way into
+    a pack, across pack boundaries, and every blob reads back as its plaintext."""
+    # raw (random) ones and compressed ones, ~130 KB sealed: more than one 64 KiB pack
+    plain = [os.urandom(3000 + n) if n % 2 else os.urandom(200) * 20 for n in range(80)]
+    blobs, payloads = [], []
+    for data in plain:
+        method, payload = compress.compress(data)
+        payloads.append(bytes(payload))
+        blobs.append((DATA_BLOB, repo.key.chunk_id(data), len(payload), len(data), method))
+    saver = BlobSaver(repo, repo.load_index(), workers=1)
+    saver.claim_many([(DATA_BLOB, blob[1], blob[3]) for blob in blobs])
+    saver.add_compressed(b"".join(payloads), blobs)
+    saver.flush()
+    saver.close()
+    assert {blob[4] for blob in blobs} == {compress.RAW, compress.ZSTD_COMPACT}
+    assert saver.stats.packs_written == 2
+    fresh = Repository.open(repo.backend, "pw")
+    fresh.load_index()
+    assert [fresh.read_blob(blob[1]) for blob in blobs] == plain

@@ -96,7 +96,9 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"data")
     workerproc.prestart(procreader.__name__, 1)
     warm_pid = workerproc._warm[procreader.__name__][0][0].pid
-    setup = procreader.WorkerSetup(MasterKey.generate(), 64 * 1024, 256 * 1024, 1024 * 1024)
+    master = MasterKey.generate()
+    sizes = (64 * 1024, 256 * 1024, 1024 * 1024)
+    setup = procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes)
     worker = procreader.start_worker(setup, "test")
     try:
         assert worker.process.pid == warm_pid
