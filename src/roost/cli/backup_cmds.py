@@ -81,7 +81,7 @@ def backup(
     ] = 30.0,
 ) -> None:
     """Back up files and directories into a new snapshot."""
-    from roost.engine import procreader, workerproc
+    from roost.engine import workerproc
     from roost.engine.archiver import normalise_sources
     from roost.engine.filters import ExcludeRules
 
@@ -91,7 +91,6 @@ def backup(
     sources = normalise_sources(paths)
     cli = session(ctx, json_output)
     try:
-        procreader.prestart_workers()  # they start while the key is derived
         _run_backup(cli, sources, rules, host, parent, tag, checkpoint_seconds)
     finally:
         workerproc.discard_warm()
@@ -106,9 +105,14 @@ def _run_backup(
     tag: list[str] | None,
     checkpoint_seconds: float,
 ) -> None:
+    from roost.engine import procreader
     from roost.engine.archiver import Archiver, BackupOptions
 
     repo = cli.open()
+    # Started after the key derivation, not during it: Argon2id holds 64 MiB for ~0.15 s,
+    # and the workers beside it made the backup's peak memory. They start while the parent
+    # snapshot and the index are read.
+    procreader.prestart_workers()
     hostname = host or socket.gethostname()
     options = BackupOptions(
         rules=rules,
