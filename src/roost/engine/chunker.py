@@ -86,11 +86,12 @@ class Chunker:
             buffer = self._local.buffer = memory.anonymous_buffer(size)
         return buffer
 
-    def chunks(self, stream: ExtentReader) -> Iterator[bytes]:
-        """Yield each chunk as its own bytes object (safe to hand to other threads).
+    def chunks(self, stream: ExtentReader) -> Iterator[memoryview]:
+        """Yield each chunk as a view of this thread's read buffer.
 
-        Consume the chunks of one file before this thread reads another: the blocks are read
-        into this thread's one buffer.
+        A view is valid until the next chunk is taken: a caller that keeps a chunk copies
+        it (``bytes(chunk)``). A chunk that is already stored then costs no copy, and one
+        waiting for a compressing thread is not held twice.
         """
         block_size = BLOCK_SIZE
         buffer = self._buffer(block_size + self.max_size)  # a tail is at most one chunk
@@ -108,7 +109,8 @@ class Chunker:
                     if not final:
                         *cuts, (tail, _) = cuts  # may end only because the block did
                     for offset, length in cuts:
-                        yield bytes(view[offset : offset + length])
+                        with view[offset : offset + length] as chunk:
+                            yield chunk
                     if final:
                         return
                     # (memoryview assignment moves overlapping bytes correctly)

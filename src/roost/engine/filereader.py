@@ -22,8 +22,15 @@ class BlobSink(Protocol):
     """Where FileReader puts chunks: the BlobSaver, or a worker process's sealer."""
 
     def save(
-        self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
-    ) -> tuple[bytes, bool]: ...
+        self,
+        blob_type: int,
+        data: bytes | memoryview,
+        blob_id: bytes | None = None,
+        *,
+        inline: bool = False,
+    ) -> tuple[bytes, bool]:
+        """Store a blob (or find it stored); a view is valid only during the call."""
+        ...
 
 
 _NOATIME = getattr(os, "O_NOATIME", 0)

@@ -167,12 +167,17 @@ class _Collector:
         self.found: dict[bytes, tuple[int, bytes]] = {}
 
     def save(
-        self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
+        self,
+        blob_type: int,
+        data: bytes | memoryview,
+        blob_id: bytes | None = None,
+        *,
+        inline: bool = False,
     ) -> tuple[bytes, bool]:
         blob_id = blob_id or self.ids.chunk_id(data)
         if blob_id in self.found:
             return blob_id, False
-        self.found[blob_id] = (blob_type, data)
+        self.found[blob_id] = (blob_type, bytes(data))  # a view of the read buffer: copied
         return blob_id, True
 
 

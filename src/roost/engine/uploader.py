@@ -1,10 +1,12 @@
 """BlobSaver: dedup, compress, encrypt, pack and upload blobs in a bounded thread pool.
 
 The caller (the archiver) hands over plaintext blobs one by one and gets the blob id back at
-once, so trees can be built without waiting for uploads. Compression and encryption run in
-worker threads (zstd and AES-GCM release the GIL); finished blobs go into one open pack per
-blob type, and a full pack is uploaded by the worker that filled it. A semaphore bounds the
-blobs in flight, so memory stays bounded whatever the input. Packs are built in spool files
+once, so trees can be built without waiting for uploads. Compression runs in a thread pool
+(zstd releases the GIL; AES-GCM does not, but runs at ~7 GB/s); finished blobs go into one
+open pack per blob type, and full packs are stored by upload threads. The blobs waiting for
+the pool are bounded in number and bytes, so memory stays bounded whatever the input. The
+scan worker processes send blobs compressed, and ``add_compressed`` encrypts them on their
+way into the pack. Packs are built in spool files
 (see pack.py) where the backend wants them (``Backend.spool_dir``: a local repository's own
 directory, so that storing a pack is a link, not a copy), and stored with ``put_file``.
 
@@ -119,11 +121,17 @@ class BlobSaver:
         return bool(self.claim_many([(DATA_BLOB, blob_id, raw_length)]))
 
     def save(
-        self, blob_type: int, data: bytes, blob_id: bytes | None = None, *, inline: bool = False
+        self,
+        blob_type: int,
+        data: bytes | memoryview,
+        blob_id: bytes | None = None,
+        *,
+        inline: bool = False,
     ) -> tuple[bytes, bool]:
         """Queue a blob (or encode it in this thread if ``inline``); return (id, is_new).
 
-        Raises the first worker error, if any.
+        A view may be reused by the caller once this returns: a queued blob is copied, after
+        it has room among the blobs in flight. Raises the first worker error, if any.
         """
         self._raise_if_failed()
         if blob_id is None:
@@ -134,7 +142,7 @@ class BlobSaver:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
         self._in_flight.acquire(len(data))
-        future = self._pool.submit(self._encode_and_pack, blob_type, blob_id, data)
+        future = self._pool.submit(self._encode_and_pack, blob_type, blob_id, bytes(data))
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(functools.partial(self._finished, len(data)))
@@ -236,7 +244,7 @@ class BlobSaver:
             buffer = self._local.sealing = memory.anonymous_buffer(max(size, SEALING_BUFFER))
         return buffer
 
-    def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes) -> None:
+    def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> None:
         method, payload = compress.compress(data)
         sealed = self.repo.key.encrypt(payload, blob_aad(blob_type, blob_id))
         self._pack(blob_type, blob_id, sealed, len(data), method)

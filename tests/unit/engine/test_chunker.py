@@ -32,7 +32,9 @@ def test_block_cuts_equal_whole_buffer_cuts(
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = list(Chunker(MIN, AVG, MAX, SEED).chunks(ExtentReader(fd, [(0, size)])))
+        chunks = [
+            bytes(c) for c in Chunker(MIN, AVG, MAX, SEED).chunks(ExtentReader(fd, [(0, size)]))
+        ]
     finally:
         os.close(fd)
     assert chunks == _reference(data)
@@ -80,9 +82,22 @@ def test_one_thread_reuses_its_buffer_across_files(tmp_path: Path) -> None:
         path.write_bytes(data)
         fd = os.open(path, os.O_RDONLY)
         try:
-            chunks = list(chunker.chunks(ExtentReader(fd, [(0, len(data))])))
+            chunks = [bytes(c) for c in chunker.chunks(ExtentReader(fd, [(0, len(data))]))]
         finally:
             os.close(fd)
         assert chunks == _reference(data)
         buffers.append(chunker._local.buffer)
     assert buffers[0] is buffers[1]
+
+
+def test_a_chunk_kept_past_its_turn_is_released_not_silently_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(random.Random(7).randbytes(4 * MAX))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        kept = list(Chunker(MIN, AVG, MAX, SEED).chunks(ExtentReader(fd, [(0, 4 * MAX)])))
+    finally:
+        os.close(fd)
+    assert len(kept) > 1
+    with pytest.raises(ValueError, match="released"):
+        bytes(kept[0])
