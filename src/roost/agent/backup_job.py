@@ -50,7 +50,8 @@ def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Ou
     procreader.prestart_workers()
     try:
         uploads = UploadActivity(reporter)
-        repo = open_repository(ctx, job.bandwidth_limit, uploads)
+        # progress counts a pack when it is stored, not when the write-behind accepts it
+        repo = open_repository(ctx, job.bandwidth_limit, uploads, uploads.pack_accepted)
         reporter.send(JobEvent(state="running"))
         reporter.raise_if_cancelled()
         with SnapshotScope(ctx, job, sources, reporter) as scope:

@@ -20,6 +20,7 @@ from roost.agent.platform import Platform
 from roost.agent.remote_storage import remote_storage
 from roost.agent.snapshots import SnapshotProvider
 from roost.agent.throughput import HISTORY_NAME, ThroughputHistory
+from roost.agent.write_behind import OnAccepted
 from roost.engine.crypto import Key, MasterKey
 from roost.engine.repository import RepoConfig, Repository
 
@@ -52,8 +53,11 @@ def open_repository(
     ctx: JobContext,
     bandwidth_limit: int | None,
     on_send: Callable[[int], None] | None = None,
+    on_pack_accepted: OnAccepted | None = None,
 ) -> Repository:
-    """The organisation's repository over the data API; the key is kept in memory only."""
+    """The organisation's repository over the data API; the key is kept in memory only.
+    ``on_send`` sees every piece of an upload, ``on_pack_accepted`` every pack the
+    write-behind uploads accept (see remote_storage.py and write_behind.py)."""
     material = ctx.api.repository()
     key = Key(MasterKey.from_json(material.master_key))
     config = RepoConfig.from_json(json.dumps(material.config).encode())
@@ -63,5 +67,6 @@ def open_repository(
         bandwidth_limit=bandwidth_limit,
         retry_sleep=ctx.retry_sleep,
         on_send=on_send,
+        on_pack_accepted=on_pack_accepted,
     )
     return Repository(backend, key, config)

@@ -7,10 +7,17 @@ for the remaining packs to upload, and calls nothing. So uploads tick the meter 
 (:class:`UploadActivity`, called for every 64 KiB sent): progress keeps flowing and a cancel
 stops a long, throttled upload within a piece. Callbacks come from several threads (restore
 workers, upload workers), hence the lock.
+
+Progress follows what has reached the server: the bytes read less the engine's backlog (read,
+not yet in a stored pack), and no more than it was when a pack still on its way was handed to
+the write-behind uploads. The engine takes a pack out of its backlog as soon as the storage
+accepts it, and the agent's storage (write_behind.py) accepts a pack before sending it: a
+throttled job's last pack said 100 %, ETA 0, for the whole time it was being sent.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +46,10 @@ class Meter:
         self.files = 0
         self.bytes = 0
         self.backlog = 0  # read but not yet uploaded: progress follows the transfer
+        # Packs accepted by the write-behind uploads and not stored yet: the bytes done when
+        # each was accepted (before the engine took it out of the backlog), which caps them.
+        self._unstored: dict[int, int] = {}
+        self._tokens = itertools.count()
         self._clock = clock
         self._interval = interval
         self._started = clock()
@@ -84,9 +95,35 @@ class Meter:
         with self._lock:
             self.backlog = max(0, count)
 
+    def pack_accepted(self) -> Callable[[], None]:
+        """A pack was handed to the uploads and is not stored yet: until the returned
+        function is called, progress stays at most where it is now. (The engine takes the
+        pack out of its backlog as soon as the storage accepts it, which is before it is sent.)
+        """
+        with self._lock:
+            token = next(self._tokens)
+            self._unstored[token] = self._counted()
+
+        def stored() -> None:
+            with self._lock:
+                self._unstored.pop(token, None)
+
+        return stored
+
+    def _counted(self) -> int:
+        """Bytes read less the backlog: what the engine counts as stored (lock held)."""
+        return max(0, self.bytes - self.backlog)
+
+    def _done(self) -> int:
+        """What the engine counts, but none of a pack still on its way (lock held)."""
+        done = self._counted()
+        if self._unstored:
+            done = min(done, *self._unstored.values())
+        return done
+
     def current(self) -> Progress:
         elapsed = self._clock() - self._started
-        done = max(0, self.bytes - self.backlog)
+        done = self._done()
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = None
         if self.total_bytes is not None and rate > 0:
@@ -95,7 +132,8 @@ class Meter:
 
 
 class UploadActivity:
-    """Called by the remote storage for every piece it sends (see the module docstring).
+    """Called by the remote storage for every piece it sends (see the module docstring), and
+    by the write-behind uploads for every pack they accept (:meth:`pack_accepted`).
     Until the meter exists (before the estimate) it only checks for a cancel."""
 
     def __init__(self, reporter: JobReporter) -> None:
@@ -107,6 +145,17 @@ class UploadActivity:
             self.meter.add()
         else:
             self.reporter.raise_if_cancelled()
+
+    def pack_accepted(self, key: str) -> Callable[[], None]:
+        """The pack ``key`` is on its way: the meter holds it back until the returned
+        function is called, once the pack is stored."""
+        if self.meter is None:
+            return _nothing
+        return self.meter.pack_accepted()
+
+
+def _nothing() -> None:
+    pass
 
 
 class BackupEvents(BackupProgress):

@@ -26,7 +26,7 @@ import httpx
 
 from roost.agent.api import describe_transport_error, error_detail
 from roost.agent.throttle import CHUNK, RateLimiter
-from roost.agent.write_behind import WriteBehindBackend
+from roost.agent.write_behind import OnAccepted, WriteBehindBackend
 from roost.errors import ObjectExists, ObjectNotFound, StorageError
 from roost.storage.base import Backend, ObjectInfo
 from roost.storage.local import check_range, validate_key, validate_prefix
@@ -196,9 +196,11 @@ def remote_storage(
     retry_attempts: int = 5,
     retry_sleep: Callable[[float], None] = time.sleep,
     on_send: Callable[[int], None] | None = None,
+    on_pack_accepted: OnAccepted | None = None,
 ) -> Backend:
     """The backend a job uses: the data API, rate limited if asked, retried on failures,
-    packs uploaded in the background (see write_behind.py)."""
+    packs uploaded in the background (see write_behind.py, also for ``on_pack_accepted``)."""
     limiter = RateLimiter(bandwidth_limit) if bandwidth_limit else None
     inner = RemoteBackend(client, base_url, limiter=limiter, on_send=on_send)
-    return WriteBehindBackend(RetryingBackend(inner, attempts=retry_attempts, sleep=retry_sleep))
+    retrying = RetryingBackend(inner, attempts=retry_attempts, sleep=retry_sleep)
+    return WriteBehindBackend(retrying, on_accepted=on_pack_accepted)

@@ -20,13 +20,19 @@ them too).
 A pack stored with ``put_file`` goes up from a duplicate of the caller's descriptor (read at a
 position of its own), which stays valid, and keeps an unnamed spool file alive, after the
 caller closes its file: the backend holds ``depth`` spool files, not ``depth`` packs in memory.
+
+Progress: the engine counts a pack's bytes as uploaded once ``put_file`` returns, which here is
+when the pack is accepted, seconds before a throttled link has sent it. ``on_accepted`` is
+called with the key of every pack accepted (in the caller's thread, before ``put`` returns) and
+returns what to call once that pack is stored (from the upload thread, before ``drain()`` can
+return; not for a pack that failed), so the job's progress can hold the pack back until then.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
 from roost.errors import ObjectExists
@@ -37,12 +43,18 @@ PACK_PREFIX = "data/"
 LEASE_PREFIX = "leases/"
 DEFAULT_DEPTH = 1
 
+# Called when a pack is accepted; returns what to call once it is stored.
+OnAccepted = Callable[[str], Callable[[], None]]
+
 
 class WriteBehindBackend:
-    def __init__(self, inner: Backend, depth: int = DEFAULT_DEPTH) -> None:
+    def __init__(
+        self, inner: Backend, depth: int = DEFAULT_DEPTH, *, on_accepted: OnAccepted | None = None
+    ) -> None:
         if depth < 1:
             raise ValueError("depth must be at least 1")
         self.inner = inner
+        self._on_accepted = on_accepted
         self._slots = threading.BoundedSemaphore(depth)
         self._changed = threading.Condition()
         self._pending = 0
@@ -60,7 +72,7 @@ class WriteBehindBackend:
             self.inner.put(key, data, overwrite=overwrite)
             return
         with self._slot():
-            self._spawn(lambda: self.inner.put(key, data))
+            self._spawn(key, lambda: self.inner.put(key, data))
 
     def put_file(self, key: str, file: BinaryIO, size: int, *, overwrite: bool = False) -> None:
         if key.startswith(LEASE_PREFIX):
@@ -73,7 +85,7 @@ class WriteBehindBackend:
         check_size(file, size)
         with self._slot():
             own = own_reader(file, size)  # now: the caller closes its file once we return
-            self._spawn(lambda: self._put_own(key, own, size))
+            self._spawn(key, lambda: self._put_own(key, own, size))
 
     def spool_dir(self) -> str | None:
         return self.inner.spool_dir()
@@ -118,9 +130,10 @@ class WriteBehindBackend:
             self._finished()
             raise
 
-    def _spawn(self, store: Callable[[], None]) -> None:
+    def _spawn(self, key: str, store: Callable[[], None]) -> None:
+        stored = self._on_accepted(key) if self._on_accepted is not None else None
         thread = threading.Thread(
-            target=self._upload, args=(store,), name="roost-upload", daemon=True
+            target=self._upload, args=(store, stored), name="roost-upload", daemon=True
         )
         thread.start()
 
@@ -128,11 +141,12 @@ class WriteBehindBackend:
         with own:
             self.inner.put_file(key, own, size)
 
-    def _upload(self, store: Callable[[], None]) -> None:
+    def _upload(self, store: Callable[[], None], stored: Callable[[], None] | None) -> None:
         try:
-            store()
-        except ObjectExists:
-            pass  # the same content is stored already
+            with suppress(ObjectExists):  # the same content is stored already
+                store()
+            if stored is not None:
+                stored()  # before _finished: once drain() returns, every call was made
         except BaseException as exc:  # raised again in the job's thread
             with self._changed:
                 if self._error is None:

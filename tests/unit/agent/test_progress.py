@@ -140,3 +140,63 @@ def test_a_held_meter_sends_nothing_until_the_estimate_releases_it(server: FakeS
     assert progress_events(server) == [
         Progress(files_done=4, bytes_done=400, rate=100.0, eta_seconds=6.0)
     ]
+
+
+def test_a_pack_counts_when_stored_not_when_the_uploads_accept_it(server: FakeServer) -> None:
+    # The engine takes a pack out of its backlog once the storage accepts it; the agent's
+    # write-behind storage accepts it before sending it (a throttled job said 100 %, ETA 0,
+    # while its last pack was still being sent).
+    clock = Clock()
+    m = meter(server, clock, total=1000)
+    events = BackupEvents(m)
+    events.backlog(1000)
+    events.bytes_done(1000)  # all read, in a pack not stored yet
+    stored = m.pack_accepted()  # the write-behind took the pack ...
+    events.backlog(0)  # ... so the engine counts it as uploaded
+    clock.now = 1.0
+    m.add()  # an upload piece
+    assert progress_events(server) == [Progress(files_done=0, bytes_done=0, rate=0.0)]
+    stored()  # it reached the server
+    clock.now = 2.0
+    m.add()
+    assert progress_events(server)[-1] == Progress(
+        files_done=0, bytes_done=1000, rate=500.0, eta_seconds=0.0
+    )
+
+
+@pytest.mark.parametrize("first", ["older", "newer"])
+def test_each_pack_in_flight_is_held_until_it_is_stored(server: FakeServer, first: str) -> None:
+    m = meter(server, Clock(), total=600)
+    events = BackupEvents(m)
+    events.backlog(300)
+    events.bytes_done(300)
+    older = m.pack_accepted()
+    events.backlog(0)
+    events.backlog(300)
+    events.bytes_done(300)  # the next pack, while the first one is still on its way
+    newer = m.pack_accepted()
+    events.backlog(0)
+    assert m.current().bytes_done == 0
+    if first == "older":
+        older()
+        assert m.current().bytes_done == 300
+    else:
+        newer()
+        assert m.current().bytes_done == 0  # the older pack is still on its way
+    (newer if first == "older" else older)()
+    assert m.current().bytes_done == 600
+
+
+def test_uploads_hand_accepted_packs_to_the_meter(server: FakeServer) -> None:
+    reporter = JobReporter(ServerApi(server.client()), "j")
+    uploads = UploadActivity(reporter)
+    uploads.pack_accepted("data/ab/p0")()  # before the meter exists: nothing to hold
+    uploads.meter = m = Meter(reporter, total_bytes=15, clock=Clock(), interval=1.0)
+    m.set_backlog(10)
+    m.add(size=10)
+    stored = uploads.pack_accepted("data/ab/p1")
+    m.set_backlog(0)
+    m.add(size=5)  # an unchanged file, read meanwhile, waits for the pack too
+    assert m.current().bytes_done == 0
+    stored()
+    assert m.current().bytes_done == 15

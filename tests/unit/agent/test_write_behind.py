@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,52 @@ def test_a_failed_pack_from_a_spool_file_lets_go_of_it(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="server gone"):
         backend.drain()
     assert open_spool_files(tmp_path) == []
+
+
+class Reported:
+    """An ``on_accepted`` hook that records what the write-behind reports, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, key: str) -> Callable[[], None]:
+        self.seen.append(f"accepted {key}")
+        return lambda: self.seen.append(f"stored {key}")
+
+
+def test_a_pack_is_reported_when_accepted_and_again_once_stored() -> None:
+    inner = Gate()
+    reported = Reported()
+    backend = WriteBehindBackend(inner, on_accepted=reported)
+    backend.put("data/ab/p1", b"pack")
+    assert reported.seen == ["accepted data/ab/p1"]  # before put returned
+    assert inner.started.acquire(timeout=WAIT)
+    assert reported.seen == ["accepted data/ab/p1"]  # still being sent: not stored
+    inner.gate.set()
+    backend.drain()  # returns only after the stored call
+    assert reported.seen == ["accepted data/ab/p1", "stored data/ab/p1"]
+    backend.put("index/i1", b"index")  # only packs go up behind the caller's back
+    backend.put("leases/l1", b"lease", overwrite=True)
+    assert reported.seen == ["accepted data/ab/p1", "stored data/ab/p1"]
+
+
+def test_a_failed_pack_is_never_reported_stored_one_that_exists_is(tmp_path: Path) -> None:
+    inner = Gate()
+    inner.fail = StorageError("server gone")
+    inner.gate.set()
+    reported = Reported()
+    backend = WriteBehindBackend(inner, on_accepted=reported)
+    with spooled(b"pack", str(tmp_path)) as file:
+        backend.put_file("data/ab/p1", file, 4)
+    with pytest.raises(StorageError):
+        backend.drain()
+    assert reported.seen == ["accepted data/ab/p1"]
+
+    inner = Gate()
+    inner.gate.set()
+    inner.put("data/ab/p2", b"pack")
+    reported = Reported()
+    backend = WriteBehindBackend(inner, on_accepted=reported)
+    backend.put("data/ab/p2", b"pack")  # content-addressed: the same pack is stored
+    backend.drain()
+    assert reported.seen == ["accepted data/ab/p2", "stored data/ab/p2"]
