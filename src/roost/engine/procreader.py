@@ -159,12 +159,27 @@ def stat_key(node: Node) -> ParentKey:
     )
 
 
+@dataclass(slots=True)
+class _Held:
+    """A blob a scan found, held for its batch's seal: its plaintext until compressed."""
+
+    kind: int
+    raw_length: int
+    data: bytes | memoryview  # the plaintext, or the payload once compressed
+    method: int | None = None  # None: not compressed yet
+
+    def compressed(self) -> tuple[int, bytes | memoryview]:
+        if self.method is None:
+            self.method, self.data = compress.compress(self.data)
+        return self.method, self.data
+
+
 class _Collector:
     """Stands in for BlobSaver while scanning: ids now, plaintext kept for sealing later."""
 
     def __init__(self, ids: ChunkIds) -> None:
         self.ids = ids
-        self.found: dict[bytes, tuple[int, bytes]] = {}
+        self.found: dict[bytes, _Held] = {}
 
     def save(
         self,
@@ -177,7 +192,7 @@ class _Collector:
         blob_id = blob_id or self.ids.chunk_id(data)
         if blob_id in self.found:
             return blob_id, False
-        self.found[blob_id] = (blob_type, bytes(data))  # a view of the read buffer: copied
+        self.found[blob_id] = _Held(blob_type, len(data), bytes(data))  # a view: copied
         return blob_id, True
 
 
@@ -196,7 +211,8 @@ class BatchScanner:
         self.chunker = Chunker(
             setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.chunker_seed
         )
-        self._held: dict[int, dict[bytes, tuple[int, bytes]]] = {}
+        self._held: dict[int, dict[bytes, _Held]] = {}
+        self._uncompressed: deque[_Held] = deque()  # held blobs, for compress_ahead
         self._file_bytes = 0  # read so far from the file being scanned
         self._buffers = threading.local()
 
@@ -216,8 +232,9 @@ class BatchScanner:
                 break
         if collector.found:  # else there is nothing to seal: no "seal" comes
             self._held[batch] = collector.found
+            self._uncompressed.extend(collector.found.values())
         found = collector.found.items()
-        candidates = [(kind, blob_id, len(data)) for blob_id, (kind, data) in found]
+        candidates = [(held.kind, blob_id, held.raw_length) for blob_id, held in found]
         return results, candidates, identical_bytes
 
     def seal(self, batch: int, wanted: list[bytes]) -> Iterator[SealedPart]:
@@ -231,22 +248,41 @@ class BatchScanner:
         it before taking the next one, and call :meth:`release_segment` after the last.
         """
         found = self._held.pop(batch)
+        chosen = [(blob_id, found.pop(blob_id)) for blob_id in wanted]
+        for unwanted in found.values():  # stored already: dropped, and not compressed ahead
+            unwanted.method, unwanted.data = compress.RAW, b""
+        if not self._held:
+            self._uncompressed.clear()
         entries: list[SegmentEntry] = []
         offset = 0
-        for blob_id in wanted:
-            kind, data = found.pop(blob_id)
-            method, payload = compress.compress(data)
+        for blob_id, held in chosen:
+            method, payload = held.compressed()
+            held.data = b""  # dropped once in the segment
             length = len(payload)
             if entries and offset + length > SEGMENT_PART:
                 yield memoryview(self._buffers.segment)[:offset], entries, False
                 entries, offset = [], 0
             buffer = self._segment_buffer(offset + length)
             buffer[offset : offset + length] = payload
-            entries.append((kind, blob_id, length, len(data), method))
+            entries.append((held.kind, blob_id, length, held.raw_length, method))
             offset += length
             self._buffers.reached = max(self._buffers.reached, offset)
-            del data, payload
+            del payload
         yield memoryview(self._segment_buffer(offset))[:offset], entries, True
+
+    def compress_ahead(self) -> bool:
+        """Compress one held blob, as its seal will; False when none is left.
+
+        For a worker waiting for a ``seal``: the main process's answer takes a moment, and
+        the blobs of a full backup are nearly all wanted. The held batch shrinks to its
+        compressed size meanwhile, and the seal only copies the blobs into the segment.
+        """
+        while self._uncompressed:
+            held = self._uncompressed.popleft()
+            if held.method is None:
+                held.compressed()
+                return True
+        return False
 
     def holds_batch(self) -> bool:
         """Whether a scanned batch's plaintext waits for its ``seal``."""
@@ -405,10 +441,14 @@ def _next_request(
     """
     if deferred and not scanner.holds_batch():
         return deferred.popleft()
-    message: tuple[Any, ...]
-    while (message := conn.recv())[0] == "scan" and scanner.holds_batch():
+    while True:
+        if scanner.holds_batch() and not conn.poll() and scanner.compress_ahead():
+            continue  # the wait for the seal is spent on what the seal will do
+        message: tuple[Any, ...] = conn.recv()
+        if message[0] != "scan" or not scanner.holds_batch():
+            return message
         deferred.append(message)
-    return message
+
 
 
 class WorkerProcess:

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -46,6 +47,10 @@ class Channel:
 
     def fileno(self) -> int:
         return self._fd
+
+    def poll(self) -> bool:
+        """Whether a message (or the end of file) is waiting, without blocking."""
+        return bool(select.select([self._fd], [], [], 0)[0])
 
     def send(self, message: object) -> None:
         buffers: list[pickle.PickleBuffer] = []

@@ -370,11 +370,16 @@ def test_hardlinks_in_a_changed_directory_are_counted_once(
 class _Queue:
     """A worker's channel as a list of requests (only ``recv`` is used)."""
 
-    def __init__(self, *messages: tuple[object, ...]) -> None:
+    def __init__(self, *messages: tuple[object, ...], idle_polls: int = 0) -> None:
         self.messages = list(messages)
+        self.idle_polls = idle_polls  # polls that find nothing waiting yet
 
     def recv(self) -> tuple[object, ...]:
         return self.messages.pop(0)
+
+    def poll(self) -> bool:
+        self.idle_polls -= 1
+        return self.idle_polls < 0 and bool(self.messages)
 
 
 def test_a_worker_seals_its_held_batch_before_scanning_the_next(tmp_path: Path) -> None:
@@ -425,3 +430,30 @@ def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
     buffer = scanner._buffers.segment
     assert buffer[procreader.KEEP_SEGMENT : procreader.KEEP_SEGMENT + 4096] == bytes(4096)
     assert buffer[:64] == blobs["b"][:64]  # the kept part is untouched
+
+
+def test_a_worker_compresses_its_held_blobs_while_it_waits_for_their_seal(
+    tmp_path: Path,
+) -> None:
+    from collections import deque
+
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    texts = {f"f{n}": f"line {n}\n".encode() * (500 + n) for n in range(3)}
+    for name, text in texts.items():
+        (tmp_path / name).write_bytes(text)
+    _, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in texts)))
+    held = scanner._held[1]
+    assert {h.method for h in held.values()} == {None}  # plaintext, as scanned
+    seal = ("seal", 1, [candidates[2][1], candidates[0][1]])
+    conn = _Queue(seal, idle_polls=10)  # the seal arrives after a while
+    assert procreader._next_request(conn, scanner, deque()) == seal  # type: ignore[arg-type]
+    assert {h.method for h in held.values()} == {compress.ZSTD_COMPACT}  # done meanwhile
+    [(segment, entries, last)] = scanner.seal(1, seal[2])
+    offset, plain = 0, []
+    for _, _, length, raw_length, method in entries:
+        plain.append(
+            compress.decompress(method, bytes(segment[offset : offset + length]), raw_length)
+        )
+        offset += length
+    assert last and plain == [texts["f2"], texts["f0"]]
+    assert not scanner.holds_batch() and not scanner.compress_ahead()
