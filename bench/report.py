@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -246,10 +247,47 @@ def machine() -> dict[str, Any]:
     }
 
 
+def source_revision(root: Path) -> str:
+    """The commit of the Roost being measured, ``+changes`` if the tree differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + (" +changes" if dirty else "")
+
+
+def cpu_pressure() -> str:
+    """How much of the last minutes runnable tasks waited for a CPU (Linux PSI), if known.
+
+    These machines are shared: a run with other guests busy is slower throughout, for every
+    tool, and this says so beside the figures.
+    """
+    try:
+        with open("/proc/pressure/cpu") as handle:
+            some = handle.readline().split()
+    except OSError:
+        return "unknown"
+    fields = dict(field.split("=", 1) for field in some[1:] if "=" in field)
+    return f"{fields.get('avg60', '?')} % (last minute), {fields.get('avg300', '?')} % (5 minutes)"
+
+
 def header_lines(meta: dict[str, Any]) -> list[str]:
     host = meta["machine"]
     lines = [
-        f"Roost benchmark  {meta['date']}",
+        f"Roost benchmark  {meta['date']}  roost {meta.get('revision', 'unknown')}",
         f"machine: {host['hostname']}, {host['cores']} cores ({host['cores_usable']} usable)"
         f" {host['cpu_model']}, {host['memory_bytes'] / 2**30:.1f} GiB RAM, "
         f"Linux {host['kernel']}, Python {host['python']}",
@@ -259,6 +297,8 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
     lines.append(
         f"cache: {meta['cache']}  runs: {meta['runs']}  datasets: {', '.join(meta['datasets'])}"
     )
+    if "cpu_pressure" in meta:
+        lines.append(f"CPU pressure at the start (tasks waiting for a CPU): {meta['cpu_pressure']}")
     return lines
 
 

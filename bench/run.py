@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "datasets": args.names,
         "dataset_info": {},
         "argv": sys.argv,
+        "revision": report.source_revision(REPO_ROOT),
+        "cpu_pressure": report.cpu_pressure(),
     }
     for line in report.header_lines(meta):
         print(line, flush=True)
@@ -196,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report.table(meta, results, sizes))
     print()
+    print(f"CPU pressure at the end (the benchmark included): {report.cpu_pressure()}")
     print(f"results: {output}  ({(time.monotonic() - started) / 60:.1f} min)")
     failed = [run for run in results if run.failed]
     for run in failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -140,3 +141,15 @@ def test_ratio_columns() -> None:
         ("roost-agent", "roost"),
     ]
     assert report.ratio_columns(["roost-agent", "restic"]) == []
+
+
+def test_the_header_names_the_revision_measured_and_the_cpu_pressure() -> None:
+    revision = report.source_revision(Path(__file__).resolve().parents[3])
+    assert revision == "unknown (not a git checkout)" or re.fullmatch(
+        r"[0-9a-f]{7,}( \+changes)?", revision
+    )
+    assert report.source_revision(Path("/")) == "unknown (not a git checkout)"
+    pressure = report.cpu_pressure()
+    assert pressure == "unknown" or re.fullmatch(
+        r"[0-9.]+ % \(last minute\), [0-9.]+ % \(5 minutes\)", pressure
+    )
