@@ -382,8 +382,21 @@ class _Queue:
         return self.idle_polls < 0 and bool(self.messages)
 
 
-def test_a_worker_seals_a_big_held_batch_before_scanning_the_next(tmp_path: Path) -> None:
+def _answer_order(scanner: procreader.BatchScanner, *messages: tuple[object, ...]) -> list[object]:
+    """The requests a worker answers, in its order, given ``messages`` and then stop."""
     from collections import deque
+
+    conn = _Queue(*messages, ("stop",))
+    deferred: deque[tuple[object, ...]] = deque()
+    order = []
+    while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
+        order.append(message[:2])
+        list(procreader.handle(scanner, message))
+    assert not deferred
+    return order
+
+
+def test_a_worker_seals_a_big_held_batch_before_scanning_the_next(tmp_path: Path) -> None:
 
     scanner = procreader.BatchScanner(_setup(MasterKey.generate(), batch_bytes=8 * MIB))
     (tmp_path / "a").write_bytes(os.urandom(procreader.SEAL_FIRST))  # stays as big compressed
@@ -391,20 +404,13 @@ def test_a_worker_seals_a_big_held_batch_before_scanning_the_next(tmp_path: Path
     assert scanner.holds_batch() and scanner.seals_first()
     scan_2 = ("scan", 2, _items(tmp_path / "a"))
     seal_1 = ("seal", 1, [c[1] for c in candidates])
-    conn = _Queue(scan_2, seal_1, ("stop",))
-    deferred: deque[tuple[object, ...]] = deque()
-    order = []
-    while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
-        order.append(message[:2])
-        list(procreader.handle(scanner, message))
+    order = _answer_order(scanner, scan_2, seal_1)
     assert order == [("seal", 1), ("scan", 2)]
-    assert not deferred
 
 
 def test_a_worker_holding_a_small_batch_scans_the_next_without_waiting(tmp_path: Path) -> None:
     """A batch of small files is held while the next is scanned: waiting for every seal cost
     a round trip per batch, a third more time on a million ~1 KiB files."""
-    from collections import deque
 
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
     (tmp_path / "a").write_bytes(b"held plaintext " * 100)
@@ -413,12 +419,7 @@ def test_a_worker_holding_a_small_batch_scans_the_next_without_waiting(tmp_path:
     assert scanner.holds_batch() and not scanner.seals_first()
     scan_2 = ("scan", 2, _items(tmp_path / "b"))
     seal_1 = ("seal", 1, [candidates[0][1]])
-    conn = _Queue(scan_2, seal_1, ("stop",))
-    deferred: deque[tuple[object, ...]] = deque()
-    order = []
-    while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
-        order.append(message[:2])
-        list(procreader.handle(scanner, message))
+    order = _answer_order(scanner, scan_2, seal_1)
     assert order == [("scan", 2), ("seal", 1)]
     assert scanner.holds_batch()  # batch 2, whose seal was not sent here
 
