@@ -22,6 +22,11 @@ from roost.errors import CorruptObject
 
 LEVEL = 3
 PROBE_SIZE = 64 * 1024
+# Level 3 would take a 2 MiB window for inputs above 1 MiB; chunks are 1.25 MiB on average
+# and matches further back than 1 MiB rarely pay: 1 MiB less per compressing thread's
+# context for 0.2 % more bytes (the kernel tree: 253.2 against 252.7 MB). Smaller inputs
+# get the window zstd fits to their size, as before.
+WINDOW_LOG = 20
 MIN_SAVING = 0.03
 
 RAW = 0
@@ -52,6 +57,7 @@ def _compact_compressor() -> zstandard.ZstdCompressor:
     if cctx is None:
         params = zstandard.ZstdCompressionParameters(
             compression_level=LEVEL,
+            window_log=WINDOW_LOG,
             format=zstandard.FORMAT_ZSTD1_MAGICLESS,
             write_content_size=0,
             write_checksum=0,

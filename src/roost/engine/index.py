@@ -97,7 +97,7 @@ class IndexFile:
 def _compressed(parts: list[bytes]) -> bytes:
     """One standard zstd frame (content size included) of the parts, without joining them.
 
-    A backup's checkpoint lists up to CHECKPOINT_BLOBS records (~4.6 MiB): joined first, they
+    A backup's checkpoint lists up to CHECKPOINT_BLOBS records (~1.5 MiB): joined first, they
     were held twice while the frame was made.
     """
     stream = zstandard.ZstdCompressor(level=3).compressobj(size=sum(map(len, parts)))

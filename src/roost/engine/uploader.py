@@ -39,10 +39,12 @@ from roost.storage.spool import open_spool
 # Full packs being stored at once, at most (see BlobSaver._builder): a slow storage holds the
 # backup back instead of piling up spool files (16 MiB of disk each, and no memory).
 MAX_STORING = 2
-# Blobs an index file lists at most (3 MiB of records): with a million small files, 30 s of
+# Blobs an index file lists at most (1.5 MiB of records): with a million small files, 30 s of
 # packs made one index file of 40 MB that was held two or three times while it was encoded,
-# and again by every later backup while it loaded the index.
-CHECKPOINT_BLOBS = 65536
+# and again by every later backup while it loaded the index. 65,536 was the bound until
+# session 5: a checkpoint's records, compressed and encrypted copies (~10 MiB) were then one
+# of the moments of a backup's peak memory.
+CHECKPOINT_BLOBS = 32768
 # Plaintext queued for the pool's threads, at most (besides the blobs' count): chunks of
 # repetitive data reach the 8 MiB maximum, and four of them in flight, beside the reader's
 # buffer, made the main process's peak while it read such files.
