@@ -39,7 +39,6 @@ import zstandard
 
 from roost.engine.crypto import Key
 from roost.errors import CorruptObject, StorageError, UnsupportedFormat
-from roost.storage.spool import open_spool, read_whole
 
 PACK_MAGIC = b"RPK1"
 HEADER_VERSION = 2  # written; 1 (uncompressed records) is read too
@@ -94,6 +93,8 @@ class SpooledPack:
 
     def read(self) -> bytes:
         """The whole pack in memory (for tests and small packs)."""
+        from roost.storage.spool import read_whole
+
         return read_whole(self.file, self.size)
 
     def close(self) -> None:
@@ -118,8 +119,8 @@ class PackBuilder:
     bytes each, thousands per pack) held every pack's entries until the next checkpoint.
     """
 
-    def __init__(self, spool: Callable[[], BinaryIO] = open_spool) -> None:
-        self._spool = spool
+    def __init__(self, spool: Callable[[], BinaryIO] | None = None) -> None:
+        self._spool = spool or _temporary_spool
         self._file: BinaryIO | None = None
         self._hash = blake3.blake3()  # the pack id: unkeyed BLAKE3, as crypto.content_hash
         self.records = bytearray()  # one ENTRY per blob, in pack order: the header's body
@@ -194,6 +195,13 @@ class PackBuilder:
         with _spooling():
             self._open().write(data)
         self._hash.update(data)
+
+
+def _temporary_spool() -> BinaryIO:
+    # imported here: the scan workers import this module and never build a pack
+    from roost.storage.spool import open_spool
+
+    return open_spool()
 
 
 @contextmanager

@@ -18,13 +18,15 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost import memory
+
+if TYPE_CHECKING:  # the workers themselves never start processes: not imported there
+    import subprocess
 
 _PR_SET_PDEATHSIG = 1
 _HEAD = struct.Struct("<QI")  # pickle length, number of out-of-band buffers
@@ -180,6 +182,8 @@ def _take_warm(module: str) -> tuple[subprocess.Popen[bytes], Channel] | None:
 
 
 def _start(module: str) -> tuple[subprocess.Popen[bytes], Channel]:
+    import subprocess
+
     command = f"import sys; from {module} import run_worker; run_worker(sys.argv[1])"
     ours, theirs = socket.socketpair()
     with theirs:
@@ -210,6 +214,8 @@ def connect(fd: str) -> tuple[Channel, Any]:
 
 
 def stop(process: subprocess.Popen[bytes], conn: Channel, timeout: float = 10.0) -> None:
+    import subprocess
+
     """Wait for the process to end (kill it after ``timeout``) and close its socket."""
     try:
         process.wait(timeout)
