@@ -31,7 +31,7 @@ from roost.agent.progress import BackupEvents, Meter, UploadActivity
 from roost.agent.reporting import JobReporter, Outcome, describe_error
 from roost.agent.snapshots import PreparedSnapshot, prepare_snapshot, release_snapshot
 from roost.agent.throughput import history_keys
-from roost.engine import procreader, workerproc
+from roost.engine import scanworker, workerproc
 from roost.engine.archiver import Archiver, BackupOptions, BackupSummary, normalise_sources
 from roost.engine.filters import ExcludeRules
 from roost.engine.progress import BackupProgress
@@ -47,7 +47,7 @@ MAX_REASON = 500
 def run_backup(ctx: JobContext, job: JobAssignment, reporter: JobReporter) -> Outcome:
     sources = backup_sources(ctx.platform, job.paths)
     # the scan workers start while the key is fetched, the snapshot taken and files counted
-    procreader.prestart_workers()
+    scanworker.prestart_workers()
     try:
         uploads = UploadActivity(reporter)
         # progress counts a pack when it is stored, not when the write-behind accepts it

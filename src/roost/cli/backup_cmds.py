@@ -105,14 +105,14 @@ def _run_backup(
     tag: list[str] | None,
     checkpoint_seconds: float,
 ) -> None:
-    from roost.engine import procreader
+    from roost.engine import scanworker
     from roost.engine.archiver import Archiver, BackupOptions
 
     repo = cli.open()
     # Started after the key derivation, not during it: Argon2id holds 64 MiB for ~0.15 s,
     # and the workers beside it made the backup's peak memory. They start while the parent
     # snapshot and the index are read.
-    procreader.prestart_workers()
+    scanworker.prestart_workers()
     hostname = host or socket.gethostname()
     options = BackupOptions(
         rules=rules,

@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from roost.engine import procreader
+from roost.engine import procreader, scanworker
 from roost.engine.parenttree import ParentDir
 from roost.engine.tree import Node
 from roost.engine.uploader import BlobSaver
@@ -81,7 +81,7 @@ class _ProcessWorker:
 
     def __init__(self, setup: procreader.WorkerSetup, name: str, on_message: OnMessage) -> None:
         self.in_flight = 0
-        self._worker = procreader.start_worker(setup, name)
+        self._worker = scanworker.start_worker(setup, name)
         self._send_lock = threading.Lock()
         self._on_message = on_message
         self._reader = threading.Thread(target=self._read, name=f"{name}-answers", daemon=True)
@@ -140,7 +140,7 @@ class _InlineWorker:
 
     def _answer(self, message: Message) -> None:
         try:
-            for answer in procreader.handle(self._scanner, message):
+            for answer in scanworker.handle(self._scanner, message):
                 self._on_message(self, answer)  # a sealed part is packed on return
         except BaseException as exc:
             self._on_message(self, ("failed", exc))

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
-from roost.engine import compress, fsmeta, procreader, workerproc
+from roost.engine import compress, fsmeta, procreader, scanworker, workerproc
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
@@ -389,9 +389,9 @@ def _answer_order(scanner: procreader.BatchScanner, *messages: tuple[object, ...
     conn = _Queue(*messages, ("stop",))
     deferred: deque[tuple[object, ...]] = deque()
     order = []
-    while (message := procreader._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
+    while (message := scanworker._next_request(conn, scanner, deferred))[0] != "stop":  # type: ignore[arg-type]
         order.append(message[:2])
-        list(procreader.handle(scanner, message))
+        list(scanworker.handle(scanner, message))
     assert not deferred
     return order
 
@@ -469,7 +469,7 @@ def test_a_worker_compresses_its_held_blobs_while_it_waits_for_their_seal(
     assert {h.method for h in held.values()} == {None}  # plaintext, as scanned
     seal = ("seal", 1, [candidates[2][1], candidates[0][1]])
     conn = _Queue(seal, idle_polls=10)  # the seal arrives after a while
-    assert procreader._next_request(conn, scanner, deque()) == seal  # type: ignore[arg-type]
+    assert scanworker._next_request(conn, scanner, deque()) == seal  # type: ignore[arg-type]
     assert {h.method for h in held.values()} == {compress.ZSTD_COMPACT}  # done meanwhile
     [(segment, entries, last)] = scanner.seal(1, seal[2])
     offset, plain = 0, []

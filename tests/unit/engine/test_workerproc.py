@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.engine import procreader, workerproc
+from roost.engine import procreader, scanworker, workerproc
 from roost.engine.crypto import MasterKey
 from roost.engine.workerproc import Channel
 
@@ -94,15 +94,15 @@ def test_close_is_idempotent(pair: tuple[Channel, Channel]) -> None:
 
 def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"data")
-    workerproc.prestart(procreader.__name__, 1)
-    warm_pid = workerproc._warm[procreader.__name__][0][0].pid
+    workerproc.prestart(scanworker.__name__, 1)
+    warm_pid = workerproc._warm[scanworker.__name__][0][0].pid
     master = MasterKey.generate()
     sizes = (64 * 1024, 256 * 1024, 1024 * 1024)
     setup = procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes)
-    worker = procreader.start_worker(setup, "test")
+    worker = scanworker.start_worker(setup, "test")
     try:
         assert worker.process.pid == warm_pid
-        assert workerproc._warm[procreader.__name__] == []
+        assert workerproc._warm[scanworker.__name__] == []
         worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
         kind, number, results, candidates, identical_bytes = worker.conn.recv()
         assert (kind, number, [r.outcome for r in results]) == ("scanned", 1, [procreader.STORED])
@@ -114,18 +114,18 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
 
 
 def test_prestarted_workers_nobody_took_are_stopped() -> None:
-    workerproc.prestart(procreader.__name__, 2)
-    processes = [process for process, _ in workerproc._warm[procreader.__name__]]
+    workerproc.prestart(scanworker.__name__, 2)
+    processes = [process for process, _ in workerproc._warm[scanworker.__name__]]
     workerproc.discard_warm()
     assert [process.poll() is not None for process in processes] == [True, True]
     assert workerproc._warm == {}
 
 
-def test_a_backup_worker_does_not_load_the_system_openssl() -> None:
-    # secrets -> hmac -> _hashlib maps libcrypto (3.4 MiB resident) into every worker
-    check = (
-        "import sys, roost.engine.procreader; "
-        "print(sorted({'_hashlib', 'secrets'} & set(sys.modules)))"
-    )
+def test_a_backup_worker_loads_no_cipher_and_nothing_it_does_not_use() -> None:
+    # secrets -> hmac -> _hashlib maps libcrypto (3.4 MiB resident) into every worker;
+    # cryptography (~9 MiB) is the main process's, which encrypts; subprocess, tempfile and
+    # shutil (~1 MiB) serve starting processes and spooling packs, which workers never do
+    unwanted = "{'_hashlib', 'secrets', 'cryptography', 'subprocess', 'tempfile', 'shutil'}"
+    check = f"import sys, roost.engine.scanworker; print(sorted({unwanted} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
