@@ -114,3 +114,37 @@ def give_back(buffer: mmap.mmap, keep: int) -> None:
     """
     if hasattr(mmap, "MADV_DONTNEED") and len(buffer) > keep:
         buffer.madvise(mmap.MADV_DONTNEED, keep, len(buffer) - keep)
+
+
+class ReusedBuffers:
+    """One :func:`anonymous_buffer` per thread, reused use after use.
+
+    A buffer grows (to at least ``minimum`` bytes of address space) when a use needs more;
+    after a use, :meth:`give_back` returns what it touched beyond ``keep`` bytes, so between
+    uses a thread holds at most ``keep``. The reading threads' blocks, a scan worker's sealed
+    segments and the main process's encrypted parts each use one.
+    """
+
+    def __init__(self, minimum: int, keep: int) -> None:
+        self._local = threading.local()
+        self._minimum = minimum
+        self._keep = keep
+
+    def get(self, capacity: int) -> mmap.mmap:
+        """This thread's buffer, at least ``capacity`` bytes (a new one if it was smaller)."""
+        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < capacity:
+            buffer = self._local.buffer = anonymous_buffer(max(capacity, self._minimum))
+            self._local.reached = 0
+        return buffer
+
+    def reach(self, end: int) -> None:
+        """Note that this thread's buffer was written up to ``end``."""
+        self._local.reached = max(self._local.reached, end)
+
+    def give_back(self) -> None:
+        """Return what this thread's buffer touched beyond ``keep``; call after a use."""
+        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
+        if buffer is not None and self._local.reached > self._keep:
+            give_back(buffer, self._keep)
+            self._local.reached = 0

@@ -14,7 +14,6 @@ dominated backups of trees with many medium-sized files.)
 
 from __future__ import annotations
 
-import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -65,6 +64,12 @@ class Chunker:
         self.max_size = max_size
         self._params = (avg_size, min_size, max_size, seed)
         self._local = threading.local()
+        # This thread's read buffer, reused by every file it reads. A new block per read was
+        # a fresh mapping to fault in (and, joined with the carried tail, a second one): page
+        # faults were a tenth of a big-file backup's CPU, and the two blocks were ~40 MiB of
+        # peak memory. What a big file touched goes back after it: between files a thread
+        # holds at most KEEP_BUFFER (a scan worker holds its batch's chunks as well).
+        self._buffers = memory.ReusedBuffers(0, KEEP_BUFFER)
 
     def _cdc(self) -> FastCDC:
         cdc: FastCDC | None = getattr(self._local, "cdc", None)
@@ -72,19 +77,6 @@ class Chunker:
             avg, low, high, seed = self._params
             cdc = self._local.cdc = FastCDC(avg, min_size=low, max_size=high, seed=seed)
         return cdc
-
-    def _buffer(self, size: int) -> mmap.mmap:
-        """This thread's read buffer, reused by every file it reads.
-
-        A new block per read was a fresh mapping to fault in (and, joined with the carried
-        tail, a second one): page faults were a tenth of a big-file backup's CPU, and the two
-        blocks were ~40 MiB of peak memory. An anonymous mapping rather than a ``bytearray``,
-        which zero-fills all of itself: its pages are only touched as far as files reach.
-        """
-        buffer: mmap.mmap | None = getattr(self._local, "buffer", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._local.buffer = memory.anonymous_buffer(size)
-        return buffer
 
     def chunks(self, stream: ExtentReader) -> Iterator[memoryview]:
         """Yield each chunk as a view of this thread's read buffer.
@@ -94,14 +86,13 @@ class Chunker:
         waiting for a compressing thread is not held twice.
         """
         block_size = BLOCK_SIZE
-        buffer = self._buffer(block_size + self.max_size)  # a tail is at most one chunk
-        reached = 0
+        buffer = self._buffers.get(block_size + self.max_size)  # a tail is at most one chunk
         try:
             with memoryview(buffer) as view:
                 carried = 0  # the uncut tail of the previous block, moved to the start
                 while True:
                     end = carried + stream.readinto(view[carried : carried + block_size])
-                    reached = max(reached, end)
+                    self._buffers.reach(end)
                     final = end < carried + block_size
                     if not end:
                         return
@@ -117,7 +108,4 @@ class Chunker:
                     carried = end - tail
                     view[:carried] = view[tail:end]
         finally:
-            if reached > KEEP_BUFFER:
-                # what a big file touched goes back to the system: between files the buffer
-                # holds at most KEEP_BUFFER (a scan worker holds its batch's chunks as well)
-                memory.give_back(buffer, KEEP_BUFFER)
+            self._buffers.give_back()

@@ -36,10 +36,8 @@ processes.
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
-import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,7 +212,7 @@ class BatchScanner:
         self._uncompressed: deque[_Held] = deque()  # held blobs, for compress_ahead
         self._held_bytes = 0  # what the held blobs take now (plaintext or compressed)
         self._file_bytes = 0  # read so far from the file being scanned
-        self._buffers = threading.local()
+        self._segments = memory.ReusedBuffers(SEGMENT_BUFFER, KEEP_SEGMENT)
 
     def scan(self, batch: int, items: list[ScanItem]) -> Scanned:
         """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
@@ -262,15 +260,15 @@ class BatchScanner:
             held.data = b""  # dropped once in the segment
             length = len(payload)
             if entries and offset + length > SEGMENT_PART:
-                yield memoryview(self._buffers.segment)[:offset], entries, False
+                yield memoryview(self._segments.get(offset))[:offset], entries, False
                 entries, offset = [], 0
-            buffer = self._segment_buffer(offset + length)
+            buffer = self._segments.get(offset + length)
             buffer[offset : offset + length] = payload
             entries.append((held.kind, blob_id, length, held.raw_length, method))
             offset += length
-            self._buffers.reached = max(self._buffers.reached, offset)
+            self._segments.reach(offset)
             del payload
-        yield memoryview(self._segment_buffer(offset))[:offset], entries, True
+        yield memoryview(self._segments.get(offset))[:offset], entries, True
 
     def compress_ahead(self) -> bool:
         """Compress one held blob, as its seal will; False when none is left.
@@ -302,26 +300,13 @@ class BatchScanner:
         """
         return self._held_bytes >= SEAL_FIRST
 
-    def _segment_buffer(self, capacity: int) -> mmap.mmap:
-        """This thread's segment buffer, at least ``capacity`` bytes.
-
-        An anonymous mapping, reused batch after batch: its pages are only touched as far
-        as segments reach (a ``bytearray`` zero-fills all of itself), and what a big segment
-        touched beyond ``KEEP_SEGMENT`` goes back after it is sent (:meth:`release_segment`).
-        """
-        buffer: mmap.mmap | None = getattr(self._buffers, "segment", None)
-        if buffer is None or len(buffer) < capacity:
-            size = max(capacity, SEGMENT_BUFFER)
-            buffer = self._buffers.segment = memory.anonymous_buffer(size)
-            self._buffers.reached = 0
-        return buffer
-
     def release_segment(self) -> None:
-        """Give back what the last segment touched beyond KEEP_SEGMENT; call once it is sent."""
-        buffer: mmap.mmap | None = getattr(self._buffers, "segment", None)
-        if buffer is not None and getattr(self._buffers, "reached", 0) > KEEP_SEGMENT:
-            memory.give_back(buffer, KEEP_SEGMENT)
-            self._buffers.reached = 0
+        """Give back what the last segments touched beyond KEEP_SEGMENT; call once sent.
+
+        Segments are written into this thread's anonymous mapping (a ``bytearray`` would
+        zero-fill all of itself), touched only as far as they reach.
+        """
+        self._segments.give_back()
 
     def scan_one(
         self, reader: FileReader, path: bytes, name: bytes, parent: ParentKey | None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import mmap
 import os
 import threading
 import time
@@ -112,7 +111,7 @@ class BlobSaver:
         self._on_pack = on_pack
         self._on_backlog = on_backlog
         self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
-        self._local = threading.local()  # each thread's sealing buffer
+        self._sealing = memory.ReusedBuffers(SEALING_BUFFER, KEEP_SEALING)
 
     def has_live(self, blob_id: bytes | None) -> bool:
         """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
@@ -225,7 +224,7 @@ class BlobSaver:
         :meth:`add_segment` does.
         """
         self._raise_if_failed()
-        buffer = self._sealing_buffer(len(segment) + OVERHEAD * len(blobs))
+        buffer = self._sealing.get(len(segment) + OVERHEAD * len(blobs))
         sealed: list[tuple[int, bytes, int, int, int]] = []
         start = offset = 0
         encrypt_into = self.repo.key.encrypt_into
@@ -236,15 +235,8 @@ class BlobSaver:
                 sealed.append((blob_type, blob_id, written, raw_length, method))
                 start, offset = start + length, offset + written
             self.add_segment(out[:offset], sealed)
-        if offset > KEEP_SEALING:
-            memory.give_back(buffer, KEEP_SEALING)
-
-    def _sealing_buffer(self, size: int) -> mmap.mmap:
-        """This thread's buffer for encrypted blobs on their way into a pack (reused)."""
-        buffer: mmap.mmap | None = getattr(self._local, "sealing", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._local.sealing = memory.anonymous_buffer(max(size, SEALING_BUFFER))
-        return buffer
+        self._sealing.reach(offset)
+        self._sealing.give_back()
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> None:
         method, payload = compress.compress(data)

@@ -86,7 +86,7 @@ def test_one_thread_reuses_its_buffer_across_files(tmp_path: Path) -> None:
         finally:
             os.close(fd)
         assert chunks == _reference(data)
-        buffers.append(chunker._local.buffer)
+        buffers.append(chunker._buffers.get(0))
     assert buffers[0] is buffers[1]
 
 

@@ -450,7 +450,7 @@ def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
         (len(data), len(data), compress.RAW) for data in blobs.values()
     ]
     scanner.release_segment()
-    buffer = scanner._buffers.segment
+    buffer = scanner._segments.get(0)
     assert buffer[procreader.KEEP_SEGMENT : procreader.KEEP_SEGMENT + 4096] == bytes(4096)
     assert buffer[:64] == blobs["b"][:64]  # the kept part is untouched
 
