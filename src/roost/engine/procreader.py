@@ -62,6 +62,10 @@ KEEP_SEGMENT = 2 * 1024 * 1024  # of a segment buffer, kept touched between batc
 # were seen to hold 12 MiB in each of the three at once.
 SEGMENT_PART = 1024 * 1024
 SEAL_FIRST = 1024 * 1024  # held bytes above which a worker seals before it scans on
+# Compress each chunk as it is found while at least this share of the bytes found lately was
+# wanted (see BatchScanner.scan); below it, hold the plaintext until the seal says what to
+# compress, as a backup of data stored already (another server's copy of it) wants little.
+EAGER_SHARE = 0.75
 
 # what became of one file of a batch
 EXCLUDED = 0  # larger than the exclude size limit
@@ -172,10 +176,16 @@ class _Held:
 
 
 class _Collector:
-    """Stands in for BlobSaver while scanning: ids now, plaintext kept for sealing later."""
+    """Stands in for BlobSaver while scanning: ids now, the blobs kept for sealing later.
 
-    def __init__(self, ids: ChunkIds) -> None:
+    An ``eager`` collector compresses each blob at once, from the chunker's buffer: the
+    batch is then held compressed, and the plaintext is never copied. Otherwise it keeps a
+    copy of the plaintext, and only what the seal wants is compressed.
+    """
+
+    def __init__(self, ids: ChunkIds, eager: bool) -> None:
         self.ids = ids
+        self.eager = eager
         self.found: dict[bytes, _Held] = {}
 
     def save(
@@ -189,7 +199,12 @@ class _Collector:
         blob_id = blob_id or self.ids.chunk_id(data)
         if blob_id in self.found:
             return blob_id, False
-        self.found[blob_id] = _Held(blob_type, len(data), bytes(data))  # a view: copied
+        held = _Held(blob_type, len(data), data)
+        if self.eager:
+            held.compressed()
+        if held.data is data:  # a view of the chunker's buffer (raw, or not compressed yet)
+            held.data = bytes(data)
+        self.found[blob_id] = held
         return blob_id, True
 
 
@@ -213,11 +228,17 @@ class BatchScanner:
         self._held_bytes = 0  # what the held blobs take now (plaintext or compressed)
         self._file_bytes = 0  # read so far from the file being scanned
         self._segments = memory.ReusedBuffers(SEGMENT_BUFFER, KEEP_SEGMENT)
+        self._wanted_share = 1.0  # of the bytes found lately, the share the seals wanted
 
     def scan(self, batch: int, items: list[ScanItem]) -> Scanned:
-        """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``)."""
+        """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``).
+
+        The blobs found are compressed as they are found while the seals want most of what
+        is found (:data:`EAGER_SHARE`): nearly always, in a backup of new data, and then a
+        batch is held at its compressed size.
+        """
         results: list[FileResult] = []
-        collector = _Collector(self.ids)
+        collector = _Collector(self.ids, self._wanted_share >= EAGER_SHARE)
         reader = FileReader(collector, self.chunker, self._count_read)
         read = identical_bytes = 0
         for path, name, parent in items:
@@ -230,8 +251,9 @@ class BatchScanner:
                 break
         if collector.found:  # else there is nothing to seal: no "seal" comes
             self._held[batch] = collector.found
-            self._uncompressed.extend(collector.found.values())
-            self._held_bytes += sum(held.raw_length for held in collector.found.values())
+            if not collector.eager:
+                self._uncompressed.extend(collector.found.values())
+            self._held_bytes += sum(len(held.data) for held in collector.found.values())
         found = collector.found.items()
         candidates = [(held.kind, blob_id, held.raw_length) for blob_id, held in found]
         return results, candidates, identical_bytes
@@ -248,6 +270,7 @@ class BatchScanner:
         """
         found = self._held.pop(batch)
         self._held_bytes -= sum(len(held.data) for held in found.values())
+        self._learn_wanted(found, wanted)
         chosen = [(blob_id, found.pop(blob_id)) for blob_id in wanted]
         for unwanted in found.values():  # stored already: dropped, and not compressed ahead
             unwanted.method, unwanted.data = compress.RAW, b""
@@ -269,6 +292,13 @@ class BatchScanner:
             self._segments.reach(offset)
             del payload
         yield memoryview(self._segments.get(offset))[:offset], entries, True
+
+    def _learn_wanted(self, found: dict[bytes, _Held], wanted: list[bytes]) -> None:
+        """Weigh the share of a batch's found bytes that its seal wants into the recent one."""
+        total = sum(held.raw_length for held in found.values())
+        if total:
+            share = sum(found[blob_id].raw_length for blob_id in wanted) / total
+            self._wanted_share = (self._wanted_share + share) / 2
 
     def compress_ahead(self) -> bool:
         """Compress one held blob, as its seal will; False when none is left.

@@ -145,8 +145,9 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     assert (again[0].outcome, again[0].node, identical_bytes) == (procreader.IDENTICAL, None, 7)
 
 
+@pytest.mark.parametrize("eager", [True, False])
 def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
-    tmp_path: Path,
+    tmp_path: Path, eager: bool
 ) -> None:
     path = tmp_path / "growing.log"
     path.write_bytes(b"first line\n")
@@ -155,7 +156,7 @@ def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
         log.write(b"second line\n")
     master = MasterKey.generate()
     chunker = Chunker(64 * 1024, 256 * 1024, MIB, master.chunker_seed)
-    sink = procreader._Collector(ChunkIds(master.id_key))  # the sink the worker reads into
+    sink = procreader._Collector(ChunkIds(master.id_key), eager)  # the worker's sink
     node = Node(b"growing.log", "file", size=known.st_size)
     stored, problem = FileReader(sink, chunker, lambda _: None).read(bytes(path), node, known)
     assert (stored, problem) == (True, CHANGED)
@@ -461,6 +462,7 @@ def test_a_worker_compresses_its_held_blobs_while_it_waits_for_their_seal(
     from collections import deque
 
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    _want_nothing(scanner, tmp_path)  # the scanner now holds plaintext until its seal
     texts = {f"f{n}": f"line {n}\n".encode() * (500 + n) for n in range(3)}
     for name, text in texts.items():
         (tmp_path / name).write_bytes(text)
@@ -480,3 +482,33 @@ def test_a_worker_compresses_its_held_blobs_while_it_waits_for_their_seal(
         offset += length
     assert last and plain == [texts["f2"], texts["f0"]]
     assert not scanner.holds_batch() and not scanner.compress_ahead()
+
+
+def _want_nothing(scanner: procreader.BatchScanner, tmp_path: Path) -> None:
+    """Scan a file whose seal wants none of its blobs (as if stored already)."""
+    (tmp_path / "stored-already").write_bytes(b"known text " * 300)
+    scanner.scan(99, _items(tmp_path / "stored-already"))
+    assert list(scanner.seal(99, [])) == [(memoryview(b""), [], True)]
+
+
+def _held_methods(scanner: procreader.BatchScanner, batch: int, path: Path) -> set[int | None]:
+    scanner.scan(batch, _items(path))
+    return {held.method for held in scanner._held[batch].values()}
+
+
+def test_blobs_are_compressed_as_found_while_the_seals_want_most_of_them(
+    tmp_path: Path,
+) -> None:
+    """A backup of new data holds its batches compressed, a backup of data stored already
+    (little of what it finds is wanted) holds plaintext and compresses only what is wanted."""
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    text = tmp_path / "text"
+    text.write_bytes(b"compressible text " * 2000)
+    assert _held_methods(scanner, 1, text) == {compress.ZSTD_COMPACT}  # eager at first
+    list(scanner.seal(1, list(scanner._held[1])))  # all wanted: stays eager
+    _want_nothing(scanner, tmp_path)  # the recent wanted share falls to 1/2
+    assert _held_methods(scanner, 2, text) == {None}  # plaintext, for its seal to compress
+    [(segment, [entry], last)] = scanner.seal(2, list(scanner._held[2]))
+    assert last
+    assert compress.decompress(entry[4], bytes(segment), entry[3]) == text.read_bytes()
+    assert _held_methods(scanner, 3, text) == {compress.ZSTD_COMPACT}  # back above 3/4

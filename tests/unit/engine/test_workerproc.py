@@ -113,6 +113,18 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
     assert worker.exitcode == 0
 
 
+def test_a_worker_starts_with_a_fixed_malloc_threshold_the_main_process_keeps_its_own() -> None:
+    workerproc.prestart(scanworker.__name__, 1)
+    process = workerproc._warm[scanworker.__name__][0][0]
+    try:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        workerproc.discard_warm()
+    assert b"MALLOC_MMAP_THRESHOLD_=1048576" in environ
+    assert b"MALLOC_TRIM_THRESHOLD_=2097152" in environ
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # set for the worker only
+
+
 def test_prestarted_workers_nobody_took_are_stopped() -> None:
     workerproc.prestart(scanworker.__name__, 2)
     processes = [process for process, _ in workerproc._warm[scanworker.__name__]]
