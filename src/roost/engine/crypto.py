@@ -148,6 +148,24 @@ class Key(ChunkIds):
         self._aead.encrypt_into(nonce, plaintext, aad, out[1 + NONCE_SIZE : length])
         return length
 
+    def encrypt_all_into(self, pieces: list[tuple[memoryview, bytes]], out: memoryview) -> int:
+        """:meth:`encrypt_into` for each (plaintext, aad), end to end from the start of ``out``.
+
+        Returns the bytes written. One draw of random bytes serves all their nonces: the main
+        process encrypts every blob of a backup this way, tens of thousands a second.
+        """
+        nonces = os.urandom(NONCE_SIZE * len(pieces))
+        encrypt_into = self._aead.encrypt_into
+        offset = 0
+        for number, (plaintext, aad) in enumerate(pieces):
+            nonce = nonces[number * NONCE_SIZE : (number + 1) * NONCE_SIZE]
+            end = offset + len(plaintext) + OVERHEAD
+            out[offset] = OBJECT_VERSION
+            out[offset + 1 : offset + 1 + NONCE_SIZE] = nonce
+            encrypt_into(nonce, plaintext, aad, out[offset + 1 + NONCE_SIZE : end])
+            offset = end
+        return offset
+
     def decrypt(self, ciphertext: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
         """Authenticate and decrypt; raise CorruptObject naming ``what`` on any damage."""
         if len(ciphertext) < OVERHEAD:

@@ -174,16 +174,19 @@ class BlobSaver:
         """
         self._raise_if_failed()
         wanted = []
+        raw_total = 0
+        seen, is_live = self._seen, self.index.is_live  # as has_live, for every chunk found
         with self._lock:
             for _, blob_id, raw_length in blobs:
-                if self.has_live(blob_id):
-                    self.stats.blobs_dedup += 1
-                    continue
-                self._seen.add(blob_id)
-                self.stats.blobs_new += 1
-                self.stats.bytes_new_raw += raw_length
-                self._backlog += raw_length
-                wanted.append(blob_id)
+                if blob_id not in seen and not is_live(blob_id):
+                    seen.add(blob_id)
+                    raw_total += raw_length
+                    wanted.append(blob_id)
+            stats = self.stats
+            stats.blobs_dedup += len(blobs) - len(wanted)
+            stats.blobs_new += len(wanted)
+            stats.bytes_new_raw += raw_total
+            self._backlog += raw_total
             backlog = self._backlog
         self._report_backlog(backlog)
         return wanted
@@ -225,17 +228,16 @@ class BlobSaver:
         """
         self._raise_if_failed()
         buffer = self._sealing.get(len(segment) + OVERHEAD * len(blobs))
-        sealed: list[tuple[int, bytes, int, int, int]] = []
-        start = offset = 0
-        encrypt_into = self.repo.key.encrypt_into
+        pieces = []
+        start = 0
         with memoryview(segment) as view, memoryview(buffer) as out:
-            for blob_type, blob_id, length, raw_length, method in blobs:
-                payload = view[start : start + length]
-                written = encrypt_into(payload, blob_aad(blob_type, blob_id), out[offset:])
-                sealed.append((blob_type, blob_id, written, raw_length, method))
-                start, offset = start + length, offset + written
-            self.add_segment(out[:offset], sealed)
-        self._sealing.reach(offset)
+            for blob_type, blob_id, length, _, _ in blobs:
+                pieces.append((view[start : start + length], blob_aad(blob_type, blob_id)))
+                start += length
+            end = self.repo.key.encrypt_all_into(pieces, out)
+            sealed = [(kind, id_, n + OVERHEAD, raw, how) for kind, id_, n, raw, how in blobs]
+            self.add_segment(out[:end], sealed)
+        self._sealing.reach(end)
         self._sealing.give_back()
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> None:

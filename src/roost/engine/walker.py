@@ -211,21 +211,36 @@ class Walker:
     def _apply_results(
         self, scanned: list[tuple[Slot, procreader.FileResult]], identical_bytes: int
     ) -> None:
-        """Runs in a result thread: each file's outcome becomes its node (or None)."""
+        """Runs in a result thread: each file's outcome becomes its node (or None).
+
+        The two common outcomes, a file identical to the parent's and a file read whole, are
+        inlined and tallied in locals: this loop runs in the main process for every file the
+        workers scan, and per-file tallies through ``count`` were a tenth of its Python time.
+        """
         tally: dict[str, int] = {}
-        identical = 0
+        identical = new = changed = sizes = read = 0
         file_done = self.progress.file_done
         for slot, result in scanned:
-            if result.outcome == procreader.IDENTICAL:
-                # the common case of an incremental backup, inlined: the parent's entry
+            outcome = result.outcome
+            if outcome == procreader.IDENTICAL:  # the parent's entry, as it is
                 identical += 1
                 file_done(slot.path, "unchanged")
                 slot.child = REUSED
+            elif outcome == procreader.STORED and result.problem is None:
+                sizes, read = sizes + result.size, read + result.bytes_read
+                parent_dir = slot.parent_dir
+                if parent_dir is not None and slot.name in parent_dir:
+                    changed += 1
+                    file_done(slot.path, "changed")
+                else:
+                    new += 1
+                    file_done(slot.path, "new")
+                slot.child = result.entry  # the worker encoded the tree entry
             else:
                 slot.child = self._apply_result(slot, result, tally)
-        if identical:
-            self.progress.bytes_done(identical_bytes)
-            count(tally, identical_bytes, files_unchanged=identical)
+        self.progress.bytes_done(identical_bytes + read)
+        count(tally, identical_bytes + sizes, bytes_read=read, files_unchanged=identical)
+        count(tally, 0, files_new=new, files_changed=changed)
         self.counters.add(**tally)
 
     def _apply_result(

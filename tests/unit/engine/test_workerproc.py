@@ -113,13 +113,20 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
     assert worker.exitcode == 0
 
 
-def test_a_worker_starts_with_a_fixed_malloc_threshold_the_main_process_keeps_its_own() -> None:
-    workerproc.prestart(scanworker.__name__, 1)
-    process = workerproc._warm[scanworker.__name__][0][0]
+def test_a_worker_starts_with_a_fixed_malloc_threshold_the_main_process_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "f").write_bytes(b"data")
+    master = MasterKey.generate()
+    setup = procreader.WorkerSetup(master.id_key, master.chunker_seed, 65536, 262144, 1048576)
+    worker = scanworker.start_worker(setup, "test")
     try:
-        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
+        assert worker.conn.recv()[0] == "scanned"  # running: its environment is its own
+        environ = Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0")
     finally:
-        workerproc.discard_warm()
+        worker.conn.send(("stop",))
+        worker.stop()
     assert b"MALLOC_MMAP_THRESHOLD_=1048576" in environ
     assert b"MALLOC_TRIM_THRESHOLD_=2097152" in environ
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # set for the worker only
