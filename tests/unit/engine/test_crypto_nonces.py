@@ -45,3 +45,23 @@ def test_encrypt_into_writes_an_object_decrypt_accepts() -> None:
     assert key.decrypt(bytes(out[10 : 10 + length]), b"aad") == b"plaintext"
     with pytest.raises(CorruptObject, match="failed authentication"):
         key.decrypt(bytes(out[10 : 10 + length]), b"other aad")
+
+
+def test_encrypt_all_into_lays_objects_end_to_end_each_with_its_own_nonce() -> None:
+    key = Key(MasterKey.generate())
+    plaintexts = [b"first", b"", b"third object" * 10]
+    aads = [b"a", b"b", b"c"]
+    out = bytearray(b"\xee" * 300)
+    end = key.encrypt_all_into(
+        [(memoryview(p), a) for p, a in zip(plaintexts, aads, strict=True)], memoryview(out)
+    )
+    assert end == sum(len(p) + OVERHEAD for p in plaintexts)
+    assert out[end:] == b"\xee" * (300 - end)
+    objects, start = [], 0
+    for plaintext in plaintexts:
+        objects.append(bytes(out[start : start + len(plaintext) + OVERHEAD]))
+        start += len(plaintext) + OVERHEAD
+    assert [key.decrypt(o, a) for o, a in zip(objects, aads, strict=True)] == plaintexts
+    assert len({o[1 : 1 + NONCE_SIZE] for o in objects}) == 3
+    with pytest.raises(CorruptObject, match="failed authentication"):
+        key.decrypt(objects[0], aads[1])  # bound to its own aad
