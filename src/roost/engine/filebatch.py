@@ -102,7 +102,8 @@ class _ProcessWorker:
                 if self.in_flight or self._worker.exitcode not in (None, 0):
                     self._on_message(self, ("failed", self._died()))
                 return
-            self._on_message(self, message)
+            self._on_message(self, message)  # a sealed part is packed on return
+            self._worker.conn.release_received()
 
     def _died(self) -> BackupWorkerError:
         with contextlib.suppress(subprocess.TimeoutExpired):

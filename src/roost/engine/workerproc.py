@@ -32,7 +32,12 @@ _PR_SET_PDEATHSIG = 1
 _HEAD = struct.Struct("<QI")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct("<Q")
 _KEEP_INBOX = 1024 * 1024  # a bigger receive buffer is dropped after use
-_MAP_ABOVE = 256 * 1024  # out-of-band data this big is received into an anonymous mapping
+# Out-of-band data (sealed segments) is received into the channel's own anonymous mapping,
+# reused message after message: a new mapping per message was ~84,000 page faults (zeroed
+# pages) and as many unmapped for the kernel tree's 330 MB of segments. Touched pages beyond
+# _KEEP_OUT_OF_BAND (a segment part is ~1 MiB) are given back by release_received().
+_OUT_OF_BAND_SPACE = 16 * 1024 * 1024  # address space, at least (untouched pages are free)
+_KEEP_OUT_OF_BAND = 1280 * 1024
 
 
 class Channel:
@@ -45,6 +50,7 @@ class Channel:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._inbox = bytearray(64 * 1024)
+        self._out_of_band = memory.ReusedBuffers(_OUT_OF_BAND_SPACE, _KEEP_OUT_OF_BAND)
         self.closed = False
 
     def fileno(self) -> int:
@@ -62,7 +68,11 @@ class Channel:
         _write_all(self._fd, [head, body, *raws])
 
     def recv(self) -> Any:
-        """The next message; EOFError at a clean end of file, OSError in mid-message."""
+        """The next message; EOFError at a clean end of file, OSError in mid-message.
+
+        Its out-of-band buffers are views of this channel's receive buffer: use them before
+        the next ``recv``, and then call :meth:`release_received`.
+        """
         head = self._read(_HEAD.size, first=True)
         length, count = _HEAD.unpack(head)
         sizes = [_SIZE.unpack(self._read(_SIZE.size))[0] for _ in range(count)]
@@ -82,21 +92,21 @@ class Channel:
         _read_into(self._fd, view, first)
         return view
 
-    def _read_buffers(self, sizes: list[int]) -> list[memoryview]:
-        """One new buffer for all of a message's out-of-band data, handed out in slices.
+    def release_received(self) -> None:
+        """Give back what the last messages' out-of-band data touched beyond what is kept."""
+        self._out_of_band.give_back()
 
-        A big one is an anonymous mapping: a ``bytearray`` is zero-filled first, megabytes
-        per sealed segment while the receiving thread holds the GIL; a mapping's pages are
-        filled by the read itself, which releases it.
+    def _read_buffers(self, sizes: list[int]) -> list[memoryview]:
+        """All of a message's out-of-band data, read into the channel's receive buffer (an
+        anonymous mapping: a ``bytearray`` would be zero-filled first, megabytes per sealed
+        segment while the receiving thread holds the GIL) and handed out in slices.
         """
         if not sizes:
             return []
         total = sum(sizes)
-        if total >= _MAP_ABOVE:
-            whole = memoryview(memory.anonymous_buffer(total))
-        else:
-            whole = memoryview(bytearray(total))
+        whole = memoryview(self._out_of_band.get(total))[:total]
         _read_into(self._fd, whole, first=False)
+        self._out_of_band.reach(total)
         views, start = [], 0
         for size in sizes:
             views.append(whole[start : start + size].toreadonly())

@@ -66,6 +66,27 @@ def test_messages_larger_than_the_socket_buffer(pair: tuple[Channel, Channel]) -
     assert right.recv() == ("small",)
 
 
+def test_out_of_band_data_reuses_one_receive_buffer_given_back_beyond_what_is_kept(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    big = os.urandom(3 * 1024 * 1024)  # beyond what the channel keeps touched
+    sender = threading.Thread(target=left.send, args=(("sealed", pickle.PickleBuffer(big)),))
+    sender.start()
+    _, first = right.recv()
+    sender.join()
+    assert bytes(first) == big
+    buffer = first.obj
+    first.release()
+    right.release_received()  # the message is handled: its pages beyond the kept part go
+    kept = workerproc._KEEP_OUT_OF_BAND
+    assert buffer[kept : kept + 4096] == bytes(4096)  # given back: zero pages again
+    assert buffer[:4096] == big[:4096]  # the kept part stays
+    left.send(("sealed", pickle.PickleBuffer(b"next segment")))
+    _, second = right.recv()
+    assert second.obj is buffer and bytes(second) == b"next segment"
+
+
 def test_end_of_file_between_messages_is_eof(pair: tuple[Channel, Channel]) -> None:
     left, right = pair
     left.send(("last",))
