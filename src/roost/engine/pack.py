@@ -132,7 +132,12 @@ class PackBuilder:
         return [BlobEntry(*fields) for fields in ENTRY.iter_unpack(self.records)]
 
     def add(
-        self, blob_type: int, blob_id: bytes, ciphertext: bytes, raw_length: int, compression: int
+        self,
+        blob_type: int,
+        blob_id: bytes,
+        ciphertext: bytes | memoryview,
+        raw_length: int,
+        compression: int,
     ) -> None:
         self._write(ciphertext)
         self.records += ENTRY.pack(

@@ -53,6 +53,9 @@ IN_FLIGHT_BYTES = 8 * 1024 * 1024
 # (a part holds ~1 MiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
 SEALING_BUFFER = 16 * 1024 * 1024
 KEEP_SEALING = 1280 * 1024
+# The same for one blob a thread compressed itself (a tree, a big file's chunk): as many
+# threads do this, each keeps less touched; a chunk faults in what it needs beyond that.
+KEEP_ENCRYPTING = 256 * 1024
 
 
 @dataclass
@@ -112,6 +115,7 @@ class BlobSaver:
         self._on_backlog = on_backlog
         self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
         self._sealing = memory.ReusedBuffers(SEALING_BUFFER, KEEP_SEALING)
+        self._encrypting = memory.ReusedBuffers(SEALING_BUFFER, KEEP_ENCRYPTING)
 
     def has_live(self, blob_id: bytes | None) -> bool:
         """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
@@ -241,12 +245,26 @@ class BlobSaver:
         self._sealing.give_back()
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> None:
+        """Compress, then encrypt into this thread's sealing buffer, and pack from there.
+
+        (Key.encrypt made the ciphertext and then a copy with the nonce in front: for big
+        files' chunks, two new mappings of up to 8 MiB each to fault in, per chunk.)
+        """
         method, payload = compress.compress(data)
-        sealed = self.repo.key.encrypt(payload, blob_aad(blob_type, blob_id))
-        self._pack(blob_type, blob_id, sealed, len(data), method)
+        buffer = self._encrypting.get(len(payload) + OVERHEAD)
+        with memoryview(buffer) as out:
+            length = self.repo.key.encrypt_into(payload, blob_aad(blob_type, blob_id), out)
+            self._pack(blob_type, blob_id, out[:length], len(data), method)
+        self._encrypting.reach(length)
+        self._encrypting.give_back()
 
     def _pack(
-        self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, method: int
+        self,
+        blob_type: int,
+        blob_id: bytes,
+        sealed: bytes | memoryview,
+        raw_length: int,
+        method: int,
     ) -> None:
         full: PackBuilder | None = None
         with self._lock:
