@@ -97,8 +97,12 @@ class Chunker:
                     if not end:
                         return
                     cuts = [(c.offset, c.length) for c in self._cdc().cut_buf(view[:end])]
-                    if not final:
-                        *cuts, (tail, _) = cuts  # may end only because the block did
+                    tail = end
+                    if not final and cuts[-1][1] < self.max_size:
+                        # may end only because the block did; a maximal chunk ends where it
+                        # would with more data (data without cut points is cut into them: it
+                        # then carries nothing, rather than a whole chunk, into the next block)
+                        *cuts, (tail, _) = cuts
                     for offset, length in cuts:
                         with view[offset : offset + length] as chunk:
                             yield chunk

@@ -48,6 +48,11 @@ CHECKPOINT_BLOBS = 32768
 # repetitive data reach the 8 MiB maximum, and four of them in flight, beside the reader's
 # buffer, made the main process's peak while it read such files.
 IN_FLIGHT_BYTES = 8 * 1024 * 1024
+# A blob this big is compressed by the thread that saves it, from the caller's buffer: queued,
+# it took the copy of up to a maximal chunk (8 MiB: some repetitive files are cut into
+# nothing else) beside the caller's buffer, and half the budget above or more. zstd releases
+# the GIL, so the pool compresses what was queued before it meanwhile.
+COMPRESS_HERE_FROM = IN_FLIGHT_BYTES // 2
 # A thread's buffer for the blobs of a part of a worker's segment, encrypted: its address
 # space, at least (untouched pages cost nothing), and what stays touched between parts
 # (a part holds ~1 MiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
@@ -133,7 +138,8 @@ class BlobSaver:
         *,
         inline: bool = False,
     ) -> tuple[bytes, bool]:
-        """Queue a blob (or encode it in this thread if ``inline``); return (id, is_new).
+        """Queue a blob (or encode it in this thread: if ``inline``, or from
+        COMPRESS_HERE_FROM bytes); return (id, is_new).
 
         A view may be reused by the caller once this returns: a queued blob is copied, after
         it has room among the blobs in flight. Raises the first worker error, if any.
@@ -143,7 +149,7 @@ class BlobSaver:
             blob_id = self.repo.key.chunk_id(data)
         if not self._claim(blob_id, len(data)):
             return blob_id, False
-        if inline:
+        if inline or len(data) >= COMPRESS_HERE_FROM:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
         self._in_flight.acquire(len(data))

@@ -41,6 +41,28 @@ def test_block_cuts_equal_whole_buffer_cuts(
     assert b"".join(chunks) == data
 
 
+def test_a_maximal_chunk_at_a_block_end_is_cut_not_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zeros have no cut points: every chunk is maximal. One that ends with a block is cut
+    there (more data cannot change it), so the buffer never holds it plus another block."""
+    monkeypatch.setattr(chunker_module, "BLOCK_SIZE", MAX // 2)
+    data = bytes(6 * MAX) + b"end"
+    path = tmp_path / "zeros"
+    path.write_bytes(data)
+    chunker = Chunker(MIN, AVG, MAX, SEED)
+    reached: list[int] = []
+    monkeypatch.setattr(chunker._buffers, "reach", reached.append)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = [bytes(c) for c in chunker.chunks(ExtentReader(fd, [(0, len(data))]))]
+    finally:
+        os.close(fd)
+    assert [len(c) for c in chunks] == [MAX] * 6 + [3]
+    assert chunks == _reference(data)
+    assert max(reached) == MAX  # was MAX + BLOCK_SIZE: a whole chunk carried, and a block
+
+
 def test_extents_are_read_back_to_back(tmp_path: Path) -> None:
     path = tmp_path / "sparse"
     with open(path, "wb") as f:
