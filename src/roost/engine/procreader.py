@@ -171,7 +171,14 @@ class _Held:
 
     def compressed(self) -> tuple[int, bytes | memoryview]:
         if self.method is None:
-            self.method, self.data = compress.compress(self.data)
+            self.method, payload = compress.compress(self.data)
+            if self.method != compress.RAW:
+                # zstd writes into a block sized for the worst case, shrunk in place once
+                # done; held in it, each blob leaves the rest a hole the next, bigger block
+                # does not fit in, and a worker's heap grew to its batch's plaintext size.
+                # Copied to its own size, the big block is reused for the next blob.
+                payload = bytes(memoryview(payload))
+            self.data = payload
         return self.method, self.data
 
 
