@@ -34,6 +34,7 @@ class BlobSink(Protocol):
 
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
+_NOCTTY = getattr(os, "O_NOCTTY", 0)
 _REASONS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
@@ -68,15 +69,22 @@ class FileReader:
         reading must find the same regular file unchanged.
         """
         try:
-            fd = _open_for_reading(path)
+            fd = open_for_reading(path)
         except OSError as exc:
             return False, describe_os_error(exc)
+        try:
+            return self.read_open(fd, node, known)
+        finally:
+            os.close(fd)
+
+    def read_open(
+        self, fd: int, node: Node, known: os.stat_result | None = None
+    ) -> tuple[bool, str | None]:
+        """:meth:`read` of a file the caller opened (with :func:`open_for_reading`)."""
         try:
             return self._read_open(fd, node, known)
         except OSError as exc:
             return False, describe_os_error(exc)
-        finally:
-            os.close(fd)
 
     def _read_open(
         self, fd: int, node: Node, known: os.stat_result | None
@@ -116,10 +124,14 @@ class FileReader:
         return content, reader.bytes_read
 
 
-def _open_for_reading(path: bytes) -> int:
-    # O_NONBLOCK: if a FIFO took the file's place since it was listed, do not wait for a
-    # writer (the fstat then reports it); reading a regular file ignores the flag
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+def open_for_reading(path: bytes) -> int:
+    """Open a file listed as regular, without following a symlink that took its place.
+
+    O_NONBLOCK: if a FIFO took the file's place since it was listed, do not wait for a
+    writer (the fstat then reports it; reading a regular file ignores the flag), and
+    O_NOCTTY: a terminal that took it does not become this process's.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | _NOCTTY
     try:
         return os.open(path, flags | _NOATIME)
     except PermissionError:

@@ -201,25 +201,30 @@ def _readlink(path: bytes) -> bytes:
         raise _source_error(path, "read symlink", exc) from exc
 
 
-def xattrs_of(path: bytes) -> list[tuple[bytes, bytes]]:
-    """All xattrs of ``path`` itself (symlinks not followed), ACLs included, sorted by name."""
+def xattrs_of(path: bytes, fd: int | None = None) -> list[tuple[bytes, bytes]]:
+    """All xattrs of ``path`` itself (symlinks not followed), ACLs included, sorted by name.
+
+    Given ``fd``, an open descriptor of ``path``, they are read through it: no path lookup.
+    """
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, follow_symlinks=False) if fd is None else os.listxattr(fd)
     except OSError as exc:
         if exc.errno in _NO_XATTRS:
             return []
         raise _source_error(path, "list xattrs of", exc) from exc
     found: list[tuple[bytes, bytes]] = []
     for name in sorted(os.fsencode(n) for n in names):
-        value = _get_xattr(path, name)
+        value = _get_xattr(path, name, fd)
         if value is not None:
             found.append((name, value))
     return found
 
 
-def _get_xattr(path: bytes, name: bytes) -> bytes | None:
+def _get_xattr(path: bytes, name: bytes, fd: int | None = None) -> bytes | None:
     """One xattr value, or None when it vanished since listing or may not be read."""
     try:
+        if fd is not None:
+            return os.getxattr(fd, name)
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in _NO_XATTRS:

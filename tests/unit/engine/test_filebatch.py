@@ -145,6 +145,37 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     assert (again[0].outcome, again[0].node, identical_bytes) == (procreader.IDENTICAL, None, 7)
 
 
+def test_a_listed_file_that_is_no_longer_regular_is_handed_back_unopened_or_unread(
+    tmp_path: Path,
+) -> None:
+    """A new file is opened before it is looked at (O_NOFOLLOW, O_NONBLOCK): whatever took
+    its place since the walk listed it goes back to the main process, without blocking."""
+    (tmp_path / "target").write_bytes(b"target")
+    os.symlink(tmp_path / "target", tmp_path / "now-a-symlink")
+    os.mkfifo(tmp_path / "now-a-fifo")  # no writer: a blocking open would hang here
+    (tmp_path / "now-a-directory").mkdir()
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    names = ("now-a-symlink", "now-a-fifo", "now-a-directory")
+    results, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in names)))
+    assert [r.outcome for r in results] == [procreader.MAIN] * 3
+    assert candidates == []
+
+
+def test_xattrs_of_a_new_file_are_read_through_its_descriptor_as_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "tagged"
+    path.write_bytes(b"tagged content")
+    try:
+        os.setxattr(path, b"user.roost.a", b"first")
+        os.setxattr(path, b"user.roost.b", b"")
+    except OSError as exc:
+        pytest.skip(f"user xattrs are not supported under {tmp_path}: {exc.strerror}")
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    results, _, _ = scanner.scan(1, _items(path))
+    expected = [(b"user.roost.a", b"first"), (b"user.roost.b", b"")]
+    assert fsmeta.xattrs_of(bytes(path)) == expected
+    assert _entry_node(results[0]).xattrs == expected
+
+
 @pytest.mark.parametrize("eager", [True, False])
 def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
     tmp_path: Path, eager: bool
