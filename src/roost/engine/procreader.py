@@ -13,12 +13,13 @@ pieces (shipping every blob as its own object cost the main process more than th
 Per batch, over the worker's pipe:
 
 1. ``scan``: the worker answers ``scanned`` with each file's node and the ids (and sizes) of
-   the blobs found; it keeps their plaintext.
+   the blobs found; it keeps the blobs (compressed as found, in a backup of new data: see
+   :meth:`BatchScanner.scan`).
 2. The main process claims the ids (the one dedup decision, shared by all workers) and sends
    ``seal`` with the ids to store.
-3. The worker compresses those into one contiguous *segment* and answers ``sealed``; the
-   main process encrypts each blob of it into a buffer that it appends to its open pack in
-   one piece. Encrypting there (AES-GCM runs at ~7 GB/s, ~1.5 us a call) keeps
+3. The worker compresses those (unless done) into contiguous *segments* and answers
+   ``sealed``; the main process encrypts each blob of a segment into a buffer that it
+   appends to its open pack in one piece. Encrypting there (AES-GCM runs at ~7 GB/s, ~1.5 us a call) keeps
    ``cryptography`` and the encryption key out of the workers: ~9 MiB less in each.
 
 A worker hands a file back to the main process (:data:`MAIN`) when the main process must
