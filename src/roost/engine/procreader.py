@@ -19,8 +19,9 @@ Per batch, over the worker's pipe:
    ``seal`` with the ids to store.
 3. The worker compresses those (unless done) into contiguous *segments* and answers
    ``sealed``; the main process encrypts each blob of a segment into a buffer that it
-   appends to its open pack in one piece. Encrypting there (AES-GCM runs at ~7 GB/s, ~1.5 us a call) keeps
-   ``cryptography`` and the encryption key out of the workers: ~9 MiB less in each.
+   appends to its open pack in one piece. Encrypting there (AES-GCM runs at ~7 GB/s,
+   ~1.5 us a call) keeps ``cryptography`` and the encryption key out of the workers: ~9 MiB
+   less in each.
 
 A worker hands a file back to the main process (:data:`MAIN`) when the main process must
 decide: hardlinked files (read once per inode), files above ``MAX_FILE_SIZE`` (read by
