@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from roost.engine.procreader import ParentKey, file_key
+from roost.engine.scankeys import ParentKey, file_key
 from roost.engine.tree import FILE, TREE_VERSION, Node, encode_entry, get_bytes, node_from_json
 from roost.errors import CorruptObject, UnsupportedFormat
 
@@ -83,7 +83,7 @@ class ParentDir:
         return None if node is None else encode_entry(node)
 
     def key(self, name: bytes) -> ParentKey | None:
-        """A regular file's ``lstat`` fields as procreader.stat_key builds them, or None."""
+        """A regular file's ``lstat`` fields as scankeys.stat_key builds them, or None."""
         doc = self._docs.get(name)
         if doc is None or doc.get("type") != FILE:
             return None

@@ -44,14 +44,15 @@ import stat
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
 from roost import memory
 from roost.engine import compress, fsmeta
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds
 from roost.engine.filereader import FileReader, describe_os_error, open_for_reading
-from roost.engine.tree import FILE, Node, encode_entry
+from roost.engine.scankeys import ParentKey, file_node, lstat_key
+from roost.engine.tree import Node, encode_entry
 from roost.errors import RoostError
 
 MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within the file)
@@ -82,28 +83,6 @@ UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not re
 STORED = 4  # read; ``problem`` set when it changed while being read
 IDENTICAL = 5  # unchanged, and every other field equal too: the parent's node is reused
 
-# The fields of a node that come from lstat, named as in its tree document; the first four
-# decide whether the content is unchanged (as Node.same_file_as), all of them whether the
-# parent's node can be reused. A key holds them in this order with every zero integer as
-# None, because a tree document leaves zero fields out: the main process then builds the
-# parent's key with one ``map(doc.get, KEY_FIELDS)`` (see ParentDir.key), the main process
-# being the bottleneck of an incremental backup.
-KEY_FIELDS = (
-    "size",
-    "mtime_ns",
-    "ctime_ns",
-    "inode",
-    "mode",
-    "uid",
-    "gid",
-    "user",
-    "group",
-    "atime_ns",
-    "device",
-    "nlink",
-)
-Int = int | None
-ParentKey = tuple[Int, Int, Int, Int, Int, Int, Int, str | None, str | None, Int, Int, Int]
 # one file to scan: path, name, the parent's key (None: new or forced read)
 ScanItem = tuple[bytes, bytes, ParentKey | None]
 
@@ -147,24 +126,6 @@ class WorkerSetup:
     larger_than: int | None = None  # exclude files larger than this
     max_file_size: int = MAX_FILE_SIZE
     batch_bytes: int = BATCH_BYTES
-
-
-def stat_key(node: Node) -> ParentKey:
-    """See :data:`ParentKey`."""
-    return (
-        node.size or None,
-        node.mtime_ns or None,
-        node.ctime_ns or None,
-        node.inode or None,
-        node.mode or None,
-        node.uid or None,
-        node.gid or None,
-        node.user,
-        node.group,
-        node.atime_ns or None,
-        node.device or None,
-        node.nlink or None,
-    )
 
 
 @dataclass(slots=True)
@@ -363,12 +324,12 @@ class BatchScanner:
             return FileResult(MISSED, problem=describe_os_error(exc))
         if (not_read := self._not_read_here(st)) is not None:
             return not_read
-        key = _lstat_key(st)
+        key = lstat_key(st)
         if key == parent:
             return _IDENTICAL  # no node: the parent's entry is reused
         if key[:4] == parent[:4]:  # the caller takes content and xattrs
-            return FileResult(UNCHANGED, _file_node(name, st))
-        return self._read(reader, path, _file_node(name, st), st)
+            return FileResult(UNCHANGED, file_node(name, st))
+        return self._read(reader, path, file_node(name, st), st)
 
     def _scan_new(self, reader: FileReader, path: bytes, name: bytes) -> FileResult:
         """scan_one of a file without a parent entry: it is read whatever its ``lstat`` says.
@@ -388,7 +349,7 @@ class BatchScanner:
             st = os.fstat(fd)
             if (handed_back := self._not_read_here(st)) is not None:
                 return handed_back
-            return self._read(reader, path, _file_node(name, st), st, fd)
+            return self._read(reader, path, file_node(name, st), st, fd)
         finally:
             os.close(fd)
 
@@ -431,57 +392,11 @@ class BatchScanner:
         self._file_bytes += count
 
 
-def file_key(doc: dict[str, Any]) -> ParentKey:
-    """The :data:`ParentKey` of a regular file's tree document (a field left out: None)."""
-    return cast(ParentKey, tuple(map(doc.get, KEY_FIELDS)))
-
-
-def _lstat_key(st: os.stat_result) -> ParentKey:
-    """:data:`ParentKey` of a regular file's ``lstat``, as :func:`stat_key` of its node."""
-    uid, gid = st.st_uid, st.st_gid
-    return (
-        st.st_size or None,
-        st.st_mtime_ns or None,
-        st.st_ctime_ns or None,
-        st.st_ino or None,
-        stat.S_IMODE(st.st_mode) or None,
-        uid or None,
-        gid or None,
-        fsmeta.user_name(uid),
-        fsmeta.group_name(gid),
-        st.st_atime_ns or None,
-        st.st_dev or None,
-        st.st_nlink or None,
-    )
-
-
-def _file_node(name: bytes, st: os.stat_result) -> Node:
-    """fsmeta.node_from_stat for a regular file, without xattrs, in one positional call."""
-    uid, gid = st.st_uid, st.st_gid
-    return Node(
-        name,
-        FILE,
-        stat.S_IMODE(st.st_mode),
-        uid,
-        gid,
-        fsmeta.user_name(uid),
-        fsmeta.group_name(gid),
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_atime_ns,
-        st.st_ctime_ns,
-        st.st_ino,
-        st.st_dev,
-        st.st_nlink,
-    )
-
-
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
     "EXCLUDED",
     "IDENTICAL",
-    "KEY_FIELDS",
     "MAIN",
     "MAX_FILE_SIZE",
     "MISSED",
@@ -490,10 +405,7 @@ __all__ = [
     "BatchScanner",
     "Candidate",
     "FileResult",
-    "ParentKey",
     "ScanItem",
     "SegmentEntry",
     "WorkerSetup",
-    "file_key",
-    "stat_key",
 ]

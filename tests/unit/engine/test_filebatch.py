@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.compare import assert_trees_equal
 from tests.helpers.treegen import make_awkward_tree
 
-from roost.engine import compress, fsmeta, procreader, scanworker, workerproc
+from roost.engine import compress, fsmeta, procreader, scankeys, scanworker, workerproc
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
@@ -52,7 +52,7 @@ def _setup(master: MasterKey, **limits: int | None) -> procreader.WorkerSetup:
     return procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes, **limits)  # type: ignore[arg-type]
 
 
-def _items(*files: tuple[Path, procreader.ParentKey] | Path) -> list[procreader.ScanItem]:
+def _items(*files: tuple[Path, scankeys.ParentKey] | Path) -> list[procreader.ScanItem]:
     """Scan items: a path alone is read, a (path, parent key) pair compared first."""
     items: list[procreader.ScanItem] = []
     for file in files:
@@ -61,7 +61,7 @@ def _items(*files: tuple[Path, procreader.ParentKey] | Path) -> list[procreader.
     return items
 
 
-def _key_of(path: Path) -> procreader.ParentKey:
+def _key_of(path: Path) -> scankeys.ParentKey:
     """The first four fields (content unchanged), none of the others."""
     st = path.lstat()
     none = None
@@ -140,7 +140,7 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     expected.xattrs = fsmeta.xattrs_of(bytes(path))
     expected.content = [ChunkIds(scanner.setup.id_key).chunk_id(b"content")]
     assert results[0].entry == encode_entry(expected)
-    full_key = procreader.stat_key(expected)
+    full_key = scankeys.stat_key(expected)
     again, _, identical_bytes = scanner.scan(2, _items((path, full_key)))
     assert (again[0].outcome, again[0].node, identical_bytes) == (procreader.IDENTICAL, None, 7)
 
