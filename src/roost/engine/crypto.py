@@ -141,12 +141,7 @@ class Key(ChunkIds):
         For callers that lay many objects end to end (blobs on their way into a pack): no
         copy of each ciphertext, and none of the whole when they are joined.
         """
-        length = len(plaintext) + OVERHEAD
-        nonce = random_nonce()
-        out[0] = OBJECT_VERSION
-        out[1 : 1 + NONCE_SIZE] = nonce
-        self._aead.encrypt_into(nonce, plaintext, aad, out[1 + NONCE_SIZE : length])
-        return length
+        return self._encrypt_at(random_nonce(), plaintext, aad, out, 0)
 
     def encrypt_all_into(self, pieces: list[tuple[memoryview, bytes]], out: memoryview) -> int:
         """:meth:`encrypt_into` for each (plaintext, aad), end to end from the start of ``out``.
@@ -155,16 +150,21 @@ class Key(ChunkIds):
         process encrypts every blob of a backup this way, tens of thousands a second.
         """
         nonces = os.urandom(NONCE_SIZE * len(pieces))
-        encrypt_into = self._aead.encrypt_into
         offset = 0
         for number, (plaintext, aad) in enumerate(pieces):
             nonce = nonces[number * NONCE_SIZE : (number + 1) * NONCE_SIZE]
-            end = offset + len(plaintext) + OVERHEAD
-            out[offset] = OBJECT_VERSION
-            out[offset + 1 : offset + 1 + NONCE_SIZE] = nonce
-            encrypt_into(nonce, plaintext, aad, out[offset + 1 + NONCE_SIZE : end])
-            offset = end
+            offset = self._encrypt_at(nonce, plaintext, aad, out, offset)
         return offset
+
+    def _encrypt_at(
+        self, nonce: bytes, plaintext: bytes | memoryview, aad: bytes, out: memoryview, at: int
+    ) -> int:
+        """Write the object (version, nonce, ciphertext and tag) at ``out[at:]``; its end."""
+        end = at + len(plaintext) + OVERHEAD
+        out[at] = OBJECT_VERSION
+        out[at + 1 : at + 1 + NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, out[at + 1 + NONCE_SIZE : end])
+        return end
 
     def decrypt(self, ciphertext: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
         """Authenticate and decrypt; raise CorruptObject naming ``what`` on any damage."""

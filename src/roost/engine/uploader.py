@@ -26,12 +26,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from roost import memory
 from roost.engine import compress
-from roost.engine.crypto import OVERHEAD
 from roost.engine.index import IndexFile, MasterIndex
-from roost.engine.pack import DATA_BLOB, ENTRY, PackBuilder, blob_aad, pack_key, record_ids
+from roost.engine.pack import DATA_BLOB, ENTRY, PackBuilder, pack_key, record_ids
 from roost.engine.repository import Repository
+from roost.engine.sealing import BlobSealer
 from roost.errors import ObjectExists
 from roost.storage.spool import open_spool
 
@@ -53,14 +52,6 @@ IN_FLIGHT_BYTES = 8 * 1024 * 1024
 # nothing else) beside the caller's buffer, and half the budget above or more. zstd releases
 # the GIL, so the pool compresses what was queued before it meanwhile.
 COMPRESS_HERE_FROM = IN_FLIGHT_BYTES // 2
-# A thread's buffer for the blobs of a part of a worker's segment, encrypted: its address
-# space, at least (untouched pages cost nothing), and what stays touched between parts
-# (a part holds ~1 MiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
-SEALING_BUFFER = 16 * 1024 * 1024
-KEEP_SEALING = 1280 * 1024
-# The same for one blob a thread compressed itself (a tree, a big file's chunk): as many
-# threads do this, each keeps less touched; a chunk faults in what it needs beyond that.
-KEEP_ENCRYPTING = 256 * 1024
 
 
 @dataclass
@@ -119,8 +110,7 @@ class BlobSaver:
         self._on_pack = on_pack
         self._on_backlog = on_backlog
         self._backlog = 0  # plaintext bytes accepted but not yet in an uploaded pack
-        self._sealing = memory.ReusedBuffers(SEALING_BUFFER, KEEP_SEALING)
-        self._encrypting = memory.ReusedBuffers(SEALING_BUFFER, KEEP_ENCRYPTING)
+        self._sealer = BlobSealer(repo.key)
 
     def has_live(self, blob_id: bytes | None) -> bool:
         """Whether a blob can be referenced as is (saved now, or stored and not tombstoned)."""
@@ -233,36 +223,18 @@ class BlobSaver:
         """Encrypt and pack claimed data blobs a worker compressed end to end.
 
         ``blobs``: (type, id, length, raw length, method) of each, in segment order. They are
-        encrypted into this thread's sealing buffer, which goes into the open pack as
-        :meth:`add_segment` does.
+        encrypted into this thread's sealing buffer (sealing.py), which goes into the open
+        pack as :meth:`add_segment` does.
         """
         self._raise_if_failed()
-        buffer = self._sealing.get(len(segment) + OVERHEAD * len(blobs))
-        pieces = []
-        start = 0
-        with memoryview(segment) as view, memoryview(buffer) as out:
-            for blob_type, blob_id, length, _, _ in blobs:
-                pieces.append((view[start : start + length], blob_aad(blob_type, blob_id)))
-                start += length
-            end = self.repo.key.encrypt_all_into(pieces, out)
-            sealed = [(kind, id_, n + OVERHEAD, raw, how) for kind, id_, n, raw, how in blobs]
-            self.add_segment(out[:end], sealed)
-        self._sealing.reach(end)
-        self._sealing.give_back()
+        with self._sealer.segment(segment, blobs) as (encrypted, sealed):
+            self.add_segment(encrypted, sealed)
 
     def _encode_and_pack(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> None:
-        """Compress, then encrypt into this thread's sealing buffer, and pack from there.
-
-        (Key.encrypt made the ciphertext and then a copy with the nonce in front: for big
-        files' chunks, two new mappings of up to 8 MiB each to fault in, per chunk.)
-        """
+        """Compress, encrypt into this thread's buffer (sealing.py), and pack from there."""
         method, payload = compress.compress(data)
-        buffer = self._encrypting.get(len(payload) + OVERHEAD)
-        with memoryview(buffer) as out:
-            length = self.repo.key.encrypt_into(payload, blob_aad(blob_type, blob_id), out)
-            self._pack(blob_type, blob_id, out[:length], len(data), method)
-        self._encrypting.reach(length)
-        self._encrypting.give_back()
+        with self._sealer.blob(blob_type, blob_id, payload) as encrypted:
+            self._pack(blob_type, blob_id, encrypted, len(data), method)
 
     def _pack(
         self,
