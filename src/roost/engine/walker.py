@@ -218,7 +218,7 @@ class Walker:
         workers scan, and per-file tallies through ``count`` were a tenth of its Python time.
         """
         tally: dict[str, int] = {}
-        identical = new = changed = sizes = read = 0
+        identical = stored = changed = sizes = read = 0
         file_done = self.progress.file_done
         for slot, result in scanned:
             outcome = result.outcome
@@ -228,19 +228,15 @@ class Walker:
                 slot.child = REUSED
             elif outcome == procreader.STORED and result.problem is None:
                 sizes, read = sizes + result.size, read + result.bytes_read
-                parent_dir = slot.parent_dir
-                if parent_dir is not None and slot.name in parent_dir:
-                    changed += 1
-                    file_done(slot.path, "changed")
-                else:
-                    new += 1
-                    file_done(slot.path, "new")
+                state = _stored_state(slot)
+                stored, changed = stored + 1, changed + (state == "changed")
+                file_done(slot.path, state)
                 slot.child = result.entry  # the worker encoded the tree entry
             else:
                 slot.child = self._apply_result(slot, result, tally)
         self.progress.bytes_done(identical_bytes + read)
         count(tally, identical_bytes + sizes, bytes_read=read, files_unchanged=identical)
-        count(tally, 0, files_new=new, files_changed=changed)
+        count(tally, 0, files_new=stored - changed, files_changed=changed)
         self.counters.add(**tally)
 
     def _apply_result(
@@ -264,9 +260,8 @@ class Walker:
             self.counters.miss(slot.path, result.problem, progress)
         if result.outcome != procreader.STORED:
             return None
-        existed = slot.parent_dir is not None and slot.name in slot.parent_dir
-        state = "changed" if existed else "new"
-        count(tally, 0, **{"files_changed" if existed else "files_new": 1})
+        state = _stored_state(slot)
+        count(tally, 0, **{f"files_{state}": 1})
         progress.file_done(slot.path, state)
         return result.entry  # the worker encoded the tree entry
 
@@ -417,6 +412,11 @@ class Walker:
             self._unchanged(child.path, child.node.size)
             return child.node
         return child.result()
+
+
+def _stored_state(slot: Slot) -> str:
+    """A read file's state: "changed" when the parent snapshot had it, else "new"."""
+    return "changed" if slot.parent_dir is not None and slot.name in slot.parent_dir else "new"
 
 
 def _settle(batches: FileBatches, task: DirTask, _: Future[Node | None]) -> None:
