@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import socket
 from collections.abc import Callable
@@ -24,6 +25,11 @@ from roost.server.state import ServerState
 # peak RSS (163 MiB). Bodies up to 32 MiB (packs are 16 MiB) are then reused from the heap.
 SERVER_MMAP_THRESHOLD = 32 * 1024 * 1024
 _M_TRIM_THRESHOLD = -1
+# Packs arrive as 16 MiB bodies over TLS: with asyncio's pure-Python TLS transport and the h11
+# parser the server took ~1.5 s of CPU for a full backup of the kernel tree (270 MB), beside
+# an agent that needs both cores. uvloop's transport and the httptools parser (C) cut that by
+# ~0.15 s (docs/performance.md, session 7).
+HTTP_PARSER = "httptools"
 
 INSECURE_REMOTE = (
     "--insecure-http is allowed only with a loopback --bind (127.0.0.1, ::1 or localhost): "
@@ -98,4 +104,18 @@ def run_server(settings: ServerSettings, echo: Callable[[str], None] = print) ->
         }
     )
     # agents hold long-polls open; do not wait the whole poll out on Ctrl-C / SIGTERM
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=3, **tls)  # type: ignore[arg-type]
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=3,
+        loop=event_loop(),
+        http=HTTP_PARSER,
+        **tls,  # type: ignore[arg-type]
+    )
+
+
+def event_loop() -> str:
+    """uvloop where it is installed (every platform but Windows): see HTTP_PARSER."""
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"

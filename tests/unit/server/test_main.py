@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import uvicorn
 from tests.helpers.server import FakeClock, make_settings
 
 from roost.errors import UsageError
 from roost.server.app import prepare_state
-from roost.server.main import INSECURE_REMOTE, banner, prepare_tls, run_server
+from roost.server.main import (
+    HTTP_PARSER,
+    INSECURE_REMOTE,
+    banner,
+    event_loop,
+    prepare_tls,
+    run_server,
+)
 
 
 def test_insecure_http_needs_a_loopback_bind(tmp_path: Path) -> None:
@@ -60,3 +69,17 @@ def test_cli_command_passes_its_options_to_the_server(tmp_path: Path) -> None:
     assert isinstance(result.exception, UsageError)
     assert str(result.exception) == INSECURE_REMOTE
     assert not home.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop has no Windows build")
+def test_the_server_serves_with_uvloop_and_the_httptools_parser() -> None:
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
+    assert event_loop() == "uvloop"
+    config = uvicorn.Config(app, loop=event_loop(), http=HTTP_PARSER)
+    config.load()
+    protocol = config.http_protocol_class
+    assert f"{protocol.__module__}.{protocol.__name__}" == (
+        "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol"
+    )
