@@ -52,6 +52,10 @@ IN_FLIGHT_BYTES = 8 * 1024 * 1024
 # nothing else) beside the caller's buffer, and half the budget above or more. zstd releases
 # the GIL, so the pool compresses what was queued before it meanwhile.
 COMPRESS_HERE_FROM = IN_FLIGHT_BYTES // 2
+# A blob this small (a directory's tree, mostly: ~4 KiB in the kernel tree) is compressed by
+# the thread that saves it too: handing it to the pool (a future, a queue, a wake-up, a
+# callback) cost more than compressing it, ~25 us of the walking thread's time per tree.
+COMPRESS_HERE_UP_TO = 64 * 1024
 
 
 @dataclass
@@ -128,8 +132,8 @@ class BlobSaver:
         *,
         inline: bool = False,
     ) -> tuple[bytes, bool]:
-        """Queue a blob (or encode it in this thread: if ``inline``, or from
-        COMPRESS_HERE_FROM bytes); return (id, is_new).
+        """Queue a blob (or encode it in this thread: if ``inline``, up to COMPRESS_HERE_UP_TO
+        and from COMPRESS_HERE_FROM bytes); return (id, is_new).
 
         A view may be reused by the caller once this returns: a queued blob is copied, after
         it has room among the blobs in flight. Raises the first worker error, if any.
@@ -139,7 +143,7 @@ class BlobSaver:
             blob_id = self.repo.key.chunk_id(data)
         if not self._claim(blob_id, len(data)):
             return blob_id, False
-        if inline or len(data) >= COMPRESS_HERE_FROM:
+        if inline or not COMPRESS_HERE_UP_TO < len(data) < COMPRESS_HERE_FROM:
             self._encode_and_pack(blob_type, blob_id, data)
             return blob_id, True
         self._in_flight.acquire(len(data))

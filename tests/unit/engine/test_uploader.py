@@ -243,12 +243,14 @@ def test_compressed_blobs_from_a_worker_are_encrypted_into_packs(repo: Repositor
     assert [fresh.read_blob(blob[1]) for blob in blobs] == plain
 
 
-def test_a_big_blob_is_encoded_by_the_saving_thread_a_small_one_by_the_pool(
+def test_big_and_small_blobs_are_encoded_by_the_saving_thread_the_others_by_the_pool(
     repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From COMPRESS_HERE_FROM bytes a blob is compressed from the caller's buffer, without
-    the copy a queued one takes; both read back as their plaintext."""
+    the copy a queued one takes; up to COMPRESS_HERE_UP_TO (a tree, mostly) it costs less
+    than the hand-over to the pool. All read back as their plaintext."""
     monkeypatch.setattr(uploader, "COMPRESS_HERE_FROM", 50_000)
+    monkeypatch.setattr(uploader, "COMPRESS_HERE_UP_TO", 10_000)
     saver = BlobSaver(repo, repo.load_index(), workers=1)
     encoded_on: dict[int, str] = {}
     encode = saver._encode_and_pack
@@ -258,14 +260,15 @@ def test_a_big_blob_is_encoded_by_the_saving_thread_a_small_one_by_the_pool(
         encode(blob_type, blob_id, data)
 
     monkeypatch.setattr(saver, "_encode_and_pack", recording)
-    big, small = b"big blob " * 10_000, os.urandom(40_000)
-    big_id, big_new = saver.save(DATA_BLOB, memoryview(big))
-    small_id, small_new = saver.save(DATA_BLOB, memoryview(small))
+    big, middle, small = b"big blob " * 10_000, os.urandom(40_000), b"small blob " * 900
+    saved = [saver.save(DATA_BLOB, memoryview(data)) for data in (big, middle, small)]
     saver.flush()
     saver.close()
-    assert big_new and small_new
-    assert encoded_on[len(big)] == threading.current_thread().name
-    assert encoded_on[len(small)] != threading.current_thread().name
+    assert [is_new for _, is_new in saved] == [True, True, True]
+    here = threading.current_thread().name
+    assert encoded_on[len(big)] == here
+    assert encoded_on[len(middle)] != here
+    assert encoded_on[len(small)] == here
     fresh = Repository.open(repo.backend, "pw")
     fresh.load_index()
-    assert (fresh.read_blob(big_id), fresh.read_blob(small_id)) == (big, small)
+    assert [fresh.read_blob(blob_id) for blob_id, _ in saved] == [big, middle, small]
