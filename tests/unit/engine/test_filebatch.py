@@ -86,6 +86,19 @@ def test_every_node_field_survives_pickling() -> None:
     assert pickle.loads(pickle.dumps(node)) == node
 
 
+def test_a_file_result_survives_pickling_as_itself() -> None:
+    node = Node(b"f", "file", size=3, content=[b"c" * 32])
+    results = [
+        procreader.FileResult(procreader.STORED, None, "changed while being read", 3, b"{}", 3),
+        procreader.FileResult(procreader.UNCHANGED, node),
+        procreader.FileResult(procreader.IDENTICAL),
+    ]
+    back = pickle.loads(pickle.dumps(results, protocol=5))
+    assert back == results
+    assert [type(result) for result in back] == [procreader.FileResult] * 3
+    assert back[0].problem == "changed while being read" and back[1].node == node
+
+
 def _entry_node(result: procreader.FileResult) -> Node:
     assert result.entry is not None
     return node_from_json(orjson.loads(result.entry))
