@@ -172,6 +172,9 @@ class Archiver:
             layout = _virtual_layout(recorded)
             root = self._save_virtual(walker, b"/", layout, self._parent_root())
             walker.finish()
+            # the scan workers are done: gone before the last packs and index are written,
+            # they no longer add their memory to the end of the backup, its busiest moment
+            walker.close()
             saver.flush()
         finally:
             walker.close()

@@ -66,6 +66,15 @@ def _compact_compressor() -> zstandard.ZstdCompressor:
     return cctx
 
 
+def release_compressor() -> None:
+    """Free this thread's compressor for compact frames; the next compress makes a new one.
+
+    zstd sizes a context for the biggest input it compressed: ~2.5 MiB after a chunk of a
+    megabyte or more, held for as long as the thread lives.
+    """
+    _local.__dict__.pop("compact", None)
+
+
 def _decompressor(method: int) -> zstandard.ZstdDecompressor:
     cache: dict[int, zstandard.ZstdDecompressor] | None = getattr(_local, "decompressors", None)
     if cache is None:

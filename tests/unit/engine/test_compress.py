@@ -53,3 +53,16 @@ def test_a_wrong_length_or_damaged_frame_is_corrupt() -> None:
         compress.decompress(method, bytes(damaged), len(TEXT))
     with pytest.raises(CorruptObject, match="unknown compression method 9"):
         compress.decompress(9, bytes(payload), len(TEXT))
+
+
+def test_a_released_compressor_is_made_again_and_compresses_the_same() -> None:
+    data = b"a line of some source code;\n" * 100_000  # ~2.7 MB: a context for big inputs
+    method, before = compress.compress(data)
+    first = compress._local.compact
+    compress.release_compressor()
+    assert getattr(compress._local, "compact", None) is None
+    compress.release_compressor()  # nothing to release: no error
+    again = compress.compress(data)
+    assert compress._local.compact is not first
+    assert again == (method, before) and method == compress.ZSTD_COMPACT
+    assert compress.decompress(method, bytes(before), len(data)) == data

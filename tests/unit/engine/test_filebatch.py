@@ -24,6 +24,7 @@ from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
 from roost.engine.filereader import CHANGED, FileReader
+from roost.engine.index import IndexFile
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB
 from roost.engine.parenttree import ParentDir
@@ -253,6 +254,36 @@ def test_worker_processes_with_tiny_limits_round_trip(
     assert_trees_equal(src, target / src.relative_to("/"))
     _, again = Archiver(repo, BackupOptions(parent=snap), processes=2).run([str(src)])
     assert (again.files_new, again.files_changed, again.bytes_read) == (0, 0, 0)
+
+
+def test_the_scan_workers_are_gone_before_the_last_index_is_written(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their memory is not added to the end of the backup (final packs, index, snapshot)."""
+    started: list[scanworker.WorkerProcess] = []
+    start = scanworker.start_worker
+
+    def recording_start(setup: procreader.WorkerSetup, name: str) -> scanworker.WorkerProcess:
+        started.append(start(setup, name))
+        return started[-1]
+
+    running_at_index: list[list[int | None]] = []
+    write_index_file = repo.write_index_file
+
+    def recording_write(index_file: IndexFile) -> str:
+        running_at_index.append([worker.exitcode for worker in started])
+        return write_index_file(index_file)
+
+    monkeypatch.setattr(scanworker, "start_worker", recording_start)
+    monkeypatch.setattr(repo, "write_index_file", recording_write)
+    src = tmp_path / "src"
+    src.mkdir()
+    for number in range(300):
+        (src / f"f{number:03}").write_bytes(os.urandom(2000))
+    _, summary = Archiver(repo, processes=2).run([str(src)])
+    assert summary.files_new == 300
+    assert len(started) == 2
+    assert running_at_index[-1] == [0, 0]  # both exited, cleanly
 
 
 def test_when_no_worker_process_can_start_the_scanners_run_on_threads(

@@ -272,3 +272,26 @@ def test_big_and_small_blobs_are_encoded_by_the_saving_thread_the_others_by_the_
     fresh = Repository.open(repo.backend, "pw")
     fresh.load_index()
     assert [fresh.read_blob(blob_id) for blob_id, _ in saved] == [big, middle, small]
+
+
+def test_a_thread_frees_its_compressor_after_a_big_blob_once_no_more_are_queued(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file's chunks leave a ~2.5 MiB zstd context in each compressing thread; it is
+    freed when the pool runs dry, and not for the small blobs (trees) saved meanwhile."""
+    released_on: list[str] = []
+    release = compress.release_compressor
+
+    def recording() -> None:
+        released_on.append(threading.current_thread().name)
+        release()
+
+    monkeypatch.setattr(compress, "release_compressor", recording)
+    saver = BlobSaver(repo, repo.load_index(), workers=1)
+    saver.save(TREE_BLOB, b"a small tree " * 100)
+    assert released_on == []
+    saver.save(DATA_BLOB, os.urandom(100_000) + b"x" * 100_000)
+    saver.wait_idle()
+    assert len(released_on) == 1 and released_on[0].startswith("roost-saver")
+    saver.flush()
+    saver.close()
