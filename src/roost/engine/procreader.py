@@ -59,7 +59,8 @@ MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
 SEGMENT_BUFFER = 16 * 1024 * 1024  # a segment buffer's address space, at least (untouched: free)
-KEEP_SEGMENT = 2 * 1024 * 1024  # of a segment buffer, kept touched between batches
+# of a segment buffer, kept touched between batches: a part (SEGMENT_PART) and some
+KEEP_SEGMENT = 1280 * 1024
 # A sealed answer's compressed bytes, at most (unless one blob is bigger): what a batch's
 # segment costs the worker, the receiving buffer and the encrypting buffer in the main
 # process. Whole segments (up to BATCH_BYTES + MAX_FILE_SIZE of poorly compressible data)
