@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from tests.helpers.server import Harness
+import os
+from pathlib import Path
 
+import pytest
+from tests.helpers.server import Harness, make_settings, running_server
+
+from roost.server.api.storage import WRITE_BEHIND
 from roost.server.orgrepo import org_prefix
 
 PACK = "data/ab/" + "ab" * 32
@@ -101,3 +105,28 @@ def test_uploads_over_the_limit_are_413(agent: tuple[Harness, dict[str, str]]) -
     reply = server.client.put(f"/api/v1/agent/storage/{PACK}", content=b"x" * 1001, headers=headers)
     assert reply.status_code == 413
     assert reply.json()["detail"] == "uploads are limited to 1000 bytes; this one is 1001"
+
+
+def test_a_big_upload_is_streamed_into_the_local_repository_and_named_there(
+    tmp_path: Path,
+) -> None:
+    """A pack goes to a spool file as it arrives, which the local repository links under the
+    pack's name: stored exactly, in many pieces, with no temp file left behind."""
+    storage = tmp_path / "storage"
+    settings = make_settings(tmp_path / "home", storage_url=f"file://{storage}")
+    data = os.urandom(3 * WRITE_BEHIND + 12345)
+    pieces = [data[at : at + 65536] for at in range(0, len(data), 65536)]
+    with running_server(settings) as server:
+        headers = server.enroll("fs1")
+        url = f"/api/v1/agent/storage/{PACK}"
+        reply = server.client.put(
+            url, content=iter(pieces), headers={**headers, "Content-Length": str(len(data))}
+        )
+        assert reply.status_code == 201, reply.text
+        assert server.client.get(url, headers=headers).content == data
+        stored = storage / org_prefix(server.state.org_id) / PACK
+        assert stored.read_bytes() == data
+        assert sorted(p.name for p in stored.parent.iterdir()) == [stored.name]
+        again = server.client.put(url, content=b"other", headers=headers)
+        assert again.status_code == 412
+        assert stored.read_bytes() == data
