@@ -59,13 +59,15 @@ MAX_FILE_SIZE = 8 * 1024 * 1024  # larger files: threads (parallel chunks within
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 256
 SEGMENT_BUFFER = 16 * 1024 * 1024  # a segment buffer's address space, at least (untouched: free)
-# of a segment buffer, kept touched between batches: a part (SEGMENT_PART) and some
-KEEP_SEGMENT = 1280 * 1024
 # A sealed answer's compressed bytes, at most (unless one blob is bigger): what a batch's
 # segment costs the worker, the receiving buffer and the encrypting buffer in the main
-# process. Whole segments (up to BATCH_BYTES + MAX_FILE_SIZE of poorly compressible data)
-# were seen to hold 12 MiB in each of the three at once.
-SEGMENT_PART = 1024 * 1024
+# process, each keeping about as much touched between parts. Whole segments (up to
+# BATCH_BYTES + MAX_FILE_SIZE of poorly compressible data) were seen to hold 12 MiB in each
+# of the three at once; parts of 1 MiB kept ~7.5 MiB touched in the three processes, and
+# 512 KiB parts half that, for ~250 more messages (~10 ms) per kernel-tree backup.
+SEGMENT_PART = 512 * 1024
+# of a segment buffer, kept touched between batches: a part and some
+KEEP_SEGMENT = SEGMENT_PART * 5 // 4
 SEAL_FIRST = 1024 * 1024  # held bytes above which a worker seals before it scans on
 # Compress each chunk as it is found while at least this share of the bytes found lately was
 # wanted (see BatchScanner.scan); below it, hold the plaintext until the seal says what to

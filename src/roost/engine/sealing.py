@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 # A thread's buffer for a segment part's blobs, encrypted: its address space, at least
 # (untouched pages cost nothing), and what stays touched between parts (a part holds
-# ~1 MiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
+# 512 KiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
 SEALING_BUFFER = 16 * 1024 * 1024
-KEEP_SEALING = 1280 * 1024
+KEEP_SEALING = 640 * 1024
 # The same for one blob a thread compressed itself: as many threads do this, each keeps
 # less touched; a big chunk faults in what it needs beyond that.
 KEEP_ENCRYPTING = 256 * 1024

@@ -35,9 +35,10 @@ _KEEP_INBOX = 1024 * 1024  # a bigger receive buffer is dropped after use
 # Out-of-band data (sealed segments) is received into the channel's own anonymous mapping,
 # reused message after message: a new mapping per message was ~84,000 page faults (zeroed
 # pages) and as many unmapped for the kernel tree's 330 MB of segments. Touched pages beyond
-# _KEEP_OUT_OF_BAND (a segment part is ~1 MiB) are given back by release_received().
+# _KEEP_OUT_OF_BAND (a segment part is 512 KiB: procreader.SEGMENT_PART) are given back by
+# release_received().
 _OUT_OF_BAND_SPACE = 16 * 1024 * 1024  # address space, at least (untouched pages are free)
-_KEEP_OUT_OF_BAND = 1280 * 1024
+_KEEP_OUT_OF_BAND = 640 * 1024
 
 
 class Channel:

@@ -508,7 +508,7 @@ def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
     scanner = procreader.BatchScanner(
         procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes, batch_bytes=16 * MIB)
     )
-    blobs = {"a": os.urandom(3 * MIB), "b": os.urandom(300_000), "c": os.urandom(400_000)}
+    blobs = {"a": os.urandom(3 * MIB), "b": os.urandom(200_000), "c": os.urandom(300_000)}
     for name, data in blobs.items():  # incompressible: stored raw
         (tmp_path / name).write_bytes(data)
     _, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in blobs)))
@@ -519,8 +519,9 @@ def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
     # a part holds at most SEGMENT_PART bytes, unless one blob alone is bigger
     assert [(len(seg), len(entries), last) for seg, entries, last in parts] == [
         (3 * MIB, 1, False),
-        (700_000, 2, True),
+        (500_000, 2, True),
     ]
+    assert procreader.SEGMENT_PART == 512 * 1024
     assert b"".join(seg for seg, _, _ in parts) == blobs["a"] + blobs["b"] + blobs["c"]
     assert [(e[2], e[3], e[4]) for _, entries, _ in parts for e in entries] == [
         (len(data), len(data), compress.RAW) for data in blobs.values()
