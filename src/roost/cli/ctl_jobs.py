@@ -28,7 +28,10 @@ from roost.cli.ctl_client import Api, CtlError, api_path, present
 from roost.errors import UsageError
 from roost.protocol.agent_api import FINAL_STATES, JobState
 
-WAIT_POLL_SECONDS = 0.5
+WAIT_POLL_SECONDS = 0.5  # between two asks of a server that answers without waiting
+# Each ask waits this long on the server for the job's state to change (GET /jobs/{id}?wait=):
+# the end is seen as it happens rather than at the next poll.
+WAIT_SECONDS = 30.0
 WATCH_SECONDS = 1.0
 EXIT_WITH_ERRORS = 3  # `job --wait`: the job succeeded but missed files
 
@@ -173,16 +176,21 @@ def _get_job(api: Api, job_id: str) -> dict[str, Any]:
 def _wait(api: Api, job_id: str, timeout: float | None, *, quiet: bool) -> dict[str, Any]:
     deadline = None if timeout is None else time.monotonic() + timeout
     seen = ""
+    wait = 0.0  # the first ask shows the state at once
     while True:
-        found = _get_job(api, job_id)
+        asked = time.monotonic()
+        found: dict[str, Any] = api.get(api_path("jobs", job_id), wait=wait)
         if _final(found):
             return found
-        if found["state"] != seen and not quiet:
-            output.say(f"job {job_id}: {found['state']}", err=True)
-        seen = found["state"]
-        if deadline is not None and time.monotonic() >= deadline:
+        changed, seen = found["state"] != seen, found["state"]
+        if changed and not quiet:
+            output.say(f"job {job_id}: {seen}", err=True)
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
             raise CtlError(f"job {job_id} is still {seen} after {timeout:g} s")
-        time.sleep(WAIT_POLL_SECONDS)
+        if wait and not changed and now - asked < min(wait, WAIT_POLL_SECONDS):
+            time.sleep(WAIT_POLL_SECONDS)  # the same state at once: a server without ?wait=
+        wait = WAIT_SECONDS if deadline is None else max(0.0, min(WAIT_SECONDS, deadline - now))
 
 
 def _print_job(found: dict[str, Any]) -> None:

@@ -19,33 +19,34 @@ from roost.server.orgrepo import OrgRepositories
 from roost.server.security import SecretBox
 
 
-class AgentWakeups:
-    """Wakes an agent's waiting long-poll when this process queues a job for it.
+class Wakeups:
+    """Wakes the requests waiting on a key (an agent's long-poll when this process queues a
+    job for it; a client waiting for a job to end when the job ends here).
 
-    Other replicas' jobs are found by the poll's periodic re-check instead.
+    What other replicas do is found by the waiting request's periodic re-check instead.
     """
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._lock = threading.Lock()
 
-    def register(self, agent_id: str) -> asyncio.Event:
+    def register(self, key: str) -> asyncio.Event:
         event = asyncio.Event()
         with self._lock:
-            self._waiting.setdefault(agent_id, set()).add((asyncio.get_running_loop(), event))
+            self._waiting.setdefault(key, set()).add((asyncio.get_running_loop(), event))
         return event
 
-    def unregister(self, agent_id: str, event: asyncio.Event) -> None:
+    def unregister(self, key: str, event: asyncio.Event) -> None:
         with self._lock:
-            waiting = self._waiting.get(agent_id, set())
+            waiting = self._waiting.get(key, set())
             waiting.difference_update({item for item in waiting if item[1] is event})
             if not waiting:
-                self._waiting.pop(agent_id, None)
+                self._waiting.pop(key, None)
 
-    def notify(self, agent_id: str) -> None:
+    def notify(self, key: str) -> None:
         """Safe from any thread (routes run in a thread pool)."""
         with self._lock:
-            waiting = list(self._waiting.get(agent_id, ()))
+            waiting = list(self._waiting.get(key, ()))
         for loop, event in waiting:
             loop.call_soon_threadsafe(event.set)
 
@@ -58,7 +59,8 @@ class ServerState:
     repos: OrgRepositories
     clock: Clock
     boot: BootstrapResult
-    wakeups: AgentWakeups = field(default_factory=AgentWakeups)
+    wakeups: Wakeups = field(default_factory=Wakeups)  # by agent id: a job was queued
+    job_ends: Wakeups = field(default_factory=Wakeups)  # by job id: the job ended
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from threading import Thread
+from typing import Any
 
 import pytest
 from tests.helpers.server import Harness
@@ -191,3 +194,64 @@ def test_jobs_filter_by_state_set_and_agent(running_job: tuple[Harness, str]) ->
     by_set = server.client.get("/api/v1/jobs?set=docs&agent=fs1", headers=server.admin).json()
     assert [(j["set"], j["agent"]) for j in by_set] == [("docs", "fs1")]
     assert server.client.get("/api/v1/jobs?set=nope", headers=server.admin).status_code == 404
+
+
+def _wait_in_background(server: Harness, job_id: str, wait: float) -> tuple[Thread, list[Any]]:
+    """GET /jobs/{id}?wait= on a thread; its answer: (state, seconds it took)."""
+    headers = server.admin  # logged in before the thread starts
+    answers: list[Any] = []
+
+    def ask() -> None:
+        started = time.monotonic()
+        reply = server.client.get(f"/api/v1/jobs/{job_id}", params={"wait": wait}, headers=headers)
+        answers.append((reply.json()["state"], time.monotonic() - started))
+
+    waiter = Thread(target=ask)
+    waiter.start()
+    return waiter, answers
+
+
+def test_a_waiting_get_answers_as_soon_as_the_job_ends(running_job: tuple[Harness, str]) -> None:
+    server, job_id = running_job
+    server.state.settings.poll_recheck_seconds = 60.0  # only the wake-up can answer early
+    waiter, answers = _wait_in_background(server, job_id, wait=30)
+    time.sleep(0.5)
+    assert answers == []  # still running: the request waits
+    server.event("fs1", job_id, state="succeeded", result={"snapshot_id": "ab" * 32})
+    waiter.join(20)
+    [(state, seconds)] = answers
+    assert state == "succeeded" and seconds < 20  # woken by the end, not by the 30 s
+
+
+def test_a_waiting_get_answers_when_a_queued_job_is_cancelled(server: Harness) -> None:
+    server.state.settings.poll_recheck_seconds = 60.0
+    server.enroll("fs1")
+    server.backup_set("docs", "fs1", ["/srv/docs"])
+    job_id = server.client.post("/api/v1/sets/docs/backup", headers=server.admin).json()["id"]
+    waiter, answers = _wait_in_background(server, job_id, wait=30)
+    time.sleep(0.5)
+    server.client.post(f"/api/v1/jobs/{job_id}/cancel", headers=server.admin)
+    waiter.join(20)
+    [(state, seconds)] = answers
+    assert state == "cancelled" and seconds < 20
+
+
+def test_a_waiting_get_sees_a_state_change_and_otherwise_answers_after_the_wait(
+    running_job: tuple[Harness, str],
+) -> None:
+    server, job_id = running_job
+    headers = server.admin
+    started = time.monotonic()
+    reply = server.client.get(f"/api/v1/jobs/{job_id}?wait=0.3", headers=headers)
+    assert reply.json()["state"] == "running"  # no change within 0.3 s
+    assert time.monotonic() - started >= 0.3
+    too_long = server.client.get(f"/api/v1/jobs/{job_id}?wait=61", headers=headers)
+    assert too_long.status_code == 422
+    server.backup_set("more", "fs1", ["/srv/more"])
+    queued = server.client.post("/api/v1/sets/more/backup", headers=server.admin).json()["id"]
+    waiter, answers = _wait_in_background(server, queued, wait=30)
+    time.sleep(0.3)
+    server.poll("fs1")  # dispatched by this poll: seen at the next re-check (0.05 s here)
+    waiter.join(20)
+    [(state, seconds)] = answers
+    assert state == "dispatched" and seconds < 20

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
+from starlette.concurrency import run_in_threadpool
 
 from roost.protocol.agent_api import FINAL_STATES, JobState
 from roost.server import jobs as job_states
 from roost.server.api import lookup
-from roost.server.api.deps import NowDep, OperatorDep, ReadSessionDep, SessionDep, ViewerDep
+from roost.server.api.deps import (
+    NowDep,
+    OperatorDep,
+    ReadSessionDep,
+    SessionDep,
+    StateDep,
+    ViewerDep,
+)
 from roost.server.api.schemas import JobPublic, MissedFilePublic
 from roost.server.api.views import job_detail, jobs_public
 from roost.server.catalog.queries import audit
 from roost.server.catalog.queries import jobs as job_queries
 from roost.server.errors import IllegalTransition
+from roost.server.state import ServerState
 
 router = APIRouter(tags=["jobs"])
+
+MAX_WAIT_SECONDS = 60.0  # GET /jobs/{id}?wait=: longer waits are a client's loop
 
 
 @router.get("/jobs")
@@ -37,8 +50,50 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, session: ReadSessionDep, user: ViewerDep) -> JobPublic:
-    return job_detail(session, lookup.job(session, user.org_id, job_id))
+async def get_job(
+    job_id: str,
+    state: StateDep,
+    user: ViewerDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Answer when the job's state changes, or after this many seconds",
+        ),
+    ] = 0,
+) -> JobPublic:
+    """The job with its log; with ``wait``, once its state is another than when asked (at most
+    ``wait`` seconds later), and at once if it has ended.
+
+    A client following a job asks again and again with ``wait``: it learns of the end at once
+    instead of at its next poll. A job ended by this replica wakes the request; other changes,
+    and a job ended by another replica, are seen at the next re-check
+    (``poll_recheck_seconds``).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    ended = state.job_ends.register(job_id)
+    try:
+        asked: str | None = None
+        while True:
+            ended.clear()
+            found = await run_in_threadpool(_read_job, state, user.org_id, job_id)
+            asked = asked or found.state
+            remaining = deadline - loop.time()
+            if found.state in FINAL_STATES or found.state != asked or remaining <= 0:
+                return found
+            recheck = min(state.settings.poll_recheck_seconds, remaining)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), timeout=recheck)
+    finally:
+        state.job_ends.unregister(job_id, ended)
+
+
+def _read_job(state: ServerState, org_id: str, job_id: str) -> JobPublic:
+    # a session per look: a waiting request holds no transaction open
+    with state.db.read_session() as session:
+        return job_detail(session, lookup.job(session, org_id, job_id))
 
 
 @router.get("/jobs/{job_id}/missed")
@@ -50,13 +105,21 @@ def missed_files(job_id: str, session: ReadSessionDep, user: ViewerDep) -> list[
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, user: OperatorDep, now: NowDep) -> JobPublic:
+def cancel_job(
+    job_id: str,
+    background: BackgroundTasks,
+    session: SessionDep,
+    state: StateDep,
+    user: OperatorDep,
+    now: NowDep,
+) -> JobPublic:
     job = lookup.job(session, user.org_id, job_id)
     reason = f"cancelled by {user.username}"
     if job.state in FINAL_STATES:
         raise IllegalTransition(f"job {job.id} already ended as {job.state}; nothing to cancel")
     if job.state == "queued":
         job_states.transition(job, "cancelled", reason, now=now)
+        background.add_task(state.job_ends.notify, job.id)  # after the commit
     else:
         # The agent stops at its next event and reports `cancelled`.
         job.cancel_requested = True

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, BackgroundTasks, Request
 
 from roost.protocol.agent_api import (
+    FINAL_STATES,
     EnrollRequest,
     EnrollResponse,
     JobEvent,
@@ -58,4 +59,6 @@ def job_event(
     outcome = jobs.apply_event(session, job, body, now)
     if outcome.finished_backup:
         background.add_task(retention_after_backup, state, job.id)  # after the commit
+    if job.state in FINAL_STATES:
+        background.add_task(state.job_ends.notify, job.id)  # wakes GET /jobs/{id}?wait=
     return outcome.response
