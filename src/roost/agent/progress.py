@@ -168,6 +168,9 @@ class BackupEvents(BackupProgress):
     def file_done(self, path: bytes, state: str) -> None:
         self.meter.add(files=1)
 
+    def files_done(self, count: int) -> None:
+        self.meter.add(files=count)
+
     def missed(self, path: bytes, reason: str) -> None:
         # Not logged one by one: the final event lists every missed file with its reason.
         self.meter.add()

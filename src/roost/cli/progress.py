@@ -84,9 +84,9 @@ class _Counter:
     def add_bytes(self, count: int) -> None:
         self._bar.advance(self._task, count)
 
-    def add_file(self) -> None:
+    def add_file(self, count: int = 1) -> None:
         with self._lock:
-            self._files += 1
+            self._files += count
             files = self._files
         self._bar.update(self._task, files=files)
 
@@ -103,6 +103,9 @@ class BackupBar(BackupProgress):
 
     def file_done(self, path: bytes, state: str) -> None:
         self._counter.add_file()
+
+    def files_done(self, count: int) -> None:
+        self._counter.add_file(count)
 
 
 class RestoreBar(RestoreProgress):

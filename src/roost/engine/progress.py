@@ -18,6 +18,14 @@ class BackupProgress:
     def file_done(self, path: bytes, state: str) -> None:
         """A file finished: state is 'new', 'changed' or 'unchanged'."""
 
+    def files_done(self, count: int) -> None:
+        """``count`` more files finished at once: a batch the scan workers answered.
+
+        Files read in this process are reported one by one (:meth:`file_done`), the workers'
+        in one call per batch: a call per file cost the agent ~2 us each on the thread that
+        applies every worker's answers. A display counting files overrides both.
+        """
+
     def missed(self, path: bytes, reason: str) -> None:
         """A file or directory could not be read completely."""
 

@@ -219,21 +219,19 @@ class Walker:
         """
         tally: dict[str, int] = {}
         identical = stored = changed = sizes = read = 0
-        file_done = self.progress.file_done
         for slot, result in scanned:
             outcome = result.outcome
             if outcome == procreader.IDENTICAL:  # the parent's entry, as it is
                 identical += 1
-                file_done(slot.path, "unchanged")
                 slot.child = REUSED
             elif outcome == procreader.STORED and result.problem is None:
                 sizes, read = sizes + result.size, read + result.bytes_read
-                state = _stored_state(slot)
-                stored, changed = stored + 1, changed + (state == "changed")
-                file_done(slot.path, state)
+                stored += 1
+                changed += _stored_state(slot) == "changed"
                 slot.child = result.entry  # the worker encoded the tree entry
             else:
                 slot.child = self._apply_result(slot, result, tally)
+        self.progress.files_done(identical + stored)  # the others: file_done, one by one
         self.progress.bytes_done(identical_bytes + read)
         count(tally, identical_bytes + sizes, bytes_read=read, files_unchanged=identical)
         count(tally, 0, files_new=stored - changed, files_changed=changed)

@@ -286,6 +286,37 @@ def test_the_scan_workers_are_gone_before_the_last_index_is_written(
     assert running_at_index[-1] == [0, 0]  # both exited, cleanly
 
 
+class _FileCount(BackupProgress):
+    def __init__(self) -> None:
+        self.one_by_one = self.in_batches = 0
+
+    def file_done(self, path: bytes, state: str) -> None:
+        self.one_by_one += 1
+
+    def files_done(self, count: int) -> None:
+        self.in_batches += count
+
+
+def test_every_file_is_counted_once_by_progress_one_by_one_or_in_batches(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procreader, "MAX_FILE_SIZE", 5000)  # bigger files: read here
+    src = tmp_path / "src"
+    src.mkdir()
+    for number in range(40):
+        (src / f"f{number:02}").write_bytes(os.urandom(200 * number))  # 25 big, 15 small
+    os.link(src / "f01", src / "link-to-f01")  # hardlinked: read here
+    snap: Snapshot | None = None
+    for incremental, processes in ((False, 2), (False, 0), (True, 2)):
+        counted = _FileCount()
+        options = BackupOptions(parent=snap if incremental else None)
+        snap, summary = Archiver(repo, options, counted, processes=processes).run([str(src)])
+        total = summary.files_new + summary.files_changed + summary.files_unchanged
+        assert total == 41
+        assert counted.one_by_one + counted.in_batches == 41
+        assert counted.in_batches >= 14  # the small files, answered by the scanners
+
+
 def test_when_no_worker_process_can_start_the_scanners_run_on_threads(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,8 +355,11 @@ class _KillAWorker(BackupProgress):
         self.files = 0
 
     def file_done(self, path: bytes, state: str) -> None:
-        self.files += 1
-        if self.files == 3:
+        self.files_done(1)
+
+    def files_done(self, count: int) -> None:
+        before, self.files = self.files, self.files + count
+        if before < 3 <= self.files:
             for pid in _worker_pids():
                 os.kill(pid, signal.SIGKILL)
 
