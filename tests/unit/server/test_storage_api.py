@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from tests.helpers.server import Harness, make_settings, running_server
 
+from roost.server.api import storage as storage_api
 from roost.server.api.storage import WRITE_BEHIND
 from roost.server.orgrepo import org_prefix
 
@@ -130,3 +134,21 @@ def test_a_big_upload_is_streamed_into_the_local_repository_and_named_there(
         again = server.client.put(url, content=b"other", headers=headers)
         assert again.status_code == 412
         assert stored.read_bytes() == data
+
+
+def test_an_upload_the_server_cannot_spool_is_503_and_stores_nothing(
+    agent: tuple[Harness, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FullDisk(io.BytesIO):
+        def writelines(self, lines: Iterable[bytes]) -> None:  # type: ignore[override]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage_api, "open_spool", lambda directory=None: FullDisk())
+    server, headers = agent
+    reply = server.client.put(f"/api/v1/agent/storage/{PACK}", content=b"x" * 100, headers=headers)
+    assert reply.status_code == 503
+    assert reply.json()["detail"] == (
+        f"the server cannot hold the upload of {PACK}: No space left on device"
+    )
+    listed = server.client.get("/api/v1/agent/storage?prefix=data/", headers=headers)
+    assert listed.json() == []

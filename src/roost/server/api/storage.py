@@ -114,12 +114,17 @@ async def put_object(
     # The body goes to a spool file as it arrives, which a local repository then names
     # instead of copying it (storage/spool.py): a 16 MiB pack is never held in memory, nor
     # joined from its pieces, however many agents upload at once.
-    with open_spool(backend.spool_dir()) as spool:
-        size = await _receive_into(request, spool, state.settings.max_upload_bytes)
-        try:
-            await run_in_threadpool(backend.put_file, key, spool, size, overwrite=replace)
-        except ObjectExists:
-            raise PreconditionFailed(f"{key} already exists; objects are never replaced") from None
+    try:
+        with open_spool(backend.spool_dir()) as spool:
+            size = await _receive_into(request, spool, state.settings.max_upload_bytes)
+            try:
+                await run_in_threadpool(backend.put_file, key, spool, size, overwrite=replace)
+            except ObjectExists:
+                message = f"{key} already exists; objects are never replaced"
+                raise PreconditionFailed(message) from None
+    except OSError as exc:  # the spool file: a full or failing disk (the agent retries)
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"the server cannot hold the upload of {key}: {reason}") from exc
     return Response(status_code=status.HTTP_201_CREATED)
 
 
