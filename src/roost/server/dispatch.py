@@ -8,7 +8,6 @@ conditional ``UPDATE ... WHERE state = 'queued'`` whose row count says who won (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -49,25 +48,18 @@ async def long_poll(
     A poll whose agent has hung up (stopped, restarted) must not claim a job: nobody would
     receive it, and it would sit as `dispatched` until it is aborted as lost.
     """
-    loop = asyncio.get_running_loop()
     wait = min(request.wait_seconds, state.settings.poll_wait_seconds)
-    deadline = loop.time() + wait
-    wakeup = state.wakeups.register(agent_id)
-    try:
+    recheck = state.settings.poll_recheck_seconds
+    assigned: list[JobAssignment] = []
+    async with state.wakeups.rounds(agent_id, wait, recheck) as rounds:
         await asyncio.to_thread(heartbeat, state, agent_id, request)
-        while True:
-            wakeup.clear()
+        async for _ in rounds:
             if await disconnected():
-                return PollResponse(jobs=[], server_time=state.clock().isoformat())
+                break
             assigned = await asyncio.to_thread(claim_jobs, state, agent_id, request.boot_id)
-            remaining = deadline - loop.time()
-            if assigned or remaining <= 0:
-                return PollResponse(jobs=assigned, server_time=state.clock().isoformat())
-            recheck = min(state.settings.poll_recheck_seconds, remaining)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=recheck)
-    finally:
-        state.wakeups.unregister(agent_id, wakeup)
+            if assigned:
+                break
+    return PollResponse(jobs=assigned, server_time=state.clock().isoformat())
 
 
 def heartbeat(state: ServerState, agent_id: str, request: PollRequest) -> list[str]:

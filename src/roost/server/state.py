@@ -7,7 +7,9 @@ the catalog and the storage), so any number of replicas can run side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,35 @@ class Wakeups:
             waiting.difference_update({item for item in waiting if item[1] is event})
             if not waiting:
                 self._waiting.pop(key, None)
+
+    @contextlib.asynccontextmanager
+    async def rounds(
+        self, key: str, seconds: float, recheck: float
+    ) -> AsyncIterator[AsyncIterator[None]]:
+        """The rounds of a request that waits up to ``seconds`` for something about ``key``.
+
+        A round comes at once, then each time ``key`` is notified or ``recheck`` seconds pass
+        (for what another replica did), until ``seconds`` have passed: in each the caller
+        looks, and stops early when it found what it waits for. Registered for the block.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        event = self.register(key)
+
+        async def each() -> AsyncIterator[None]:
+            while True:
+                event.clear()  # before the caller looks: a notice meanwhile is not lost
+                yield
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(recheck, left))
+
+        try:
+            yield each()
+        finally:
+            self.unregister(key, event)
 
     def notify(self, key: str) -> None:
         """Safe from any thread (routes run in a thread pool)."""

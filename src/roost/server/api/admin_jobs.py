@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query
@@ -71,23 +69,16 @@ async def get_job(
     and a job ended by another replica, are seen at the next re-check
     (``poll_recheck_seconds``).
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    ended = state.job_ends.register(job_id)
-    try:
-        asked: str | None = None
-        while True:
-            ended.clear()
+    recheck = state.settings.poll_recheck_seconds
+    found: JobPublic | None = None
+    async with state.job_ends.rounds(job_id, wait, recheck) as rounds:
+        async for _ in rounds:
+            first = found
             found = await run_in_threadpool(_read_job, state, user.org_id, job_id)
-            asked = asked or found.state
-            remaining = deadline - loop.time()
-            if found.state in FINAL_STATES or found.state != asked or remaining <= 0:
-                return found
-            recheck = min(state.settings.poll_recheck_seconds, remaining)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), timeout=recheck)
-    finally:
-        state.job_ends.unregister(job_id, ended)
+            if found.state in FINAL_STATES or (first and found.state != first.state):
+                break
+    assert found is not None  # the first round comes at once
+    return found
 
 
 def _read_job(state: ServerState, org_id: str, job_id: str) -> JobPublic:
