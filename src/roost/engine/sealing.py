@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING
 from roost import memory
 from roost.engine.crypto import OVERHEAD, Key
 from roost.engine.pack import blob_aad
+from roost.engine.procreader import KEEP_SEGMENT
 
 if TYPE_CHECKING:
     from roost.engine.procreader import SegmentEntry
 
 # A thread's buffer for a segment part's blobs, encrypted: its address space, at least
-# (untouched pages cost nothing), and what stays touched between parts (a part holds
-# 512 KiB, procreader.SEGMENT_PART, plus 29 bytes a blob once encrypted).
+# (untouched pages cost nothing), and what stays touched between parts: as much as the worker
+# keeps of its segment buffer (a part, procreader.SEGMENT_PART, plus 29 bytes a blob).
 SEALING_BUFFER = 16 * 1024 * 1024
-KEEP_SEALING = 640 * 1024
+KEEP_SEALING = KEEP_SEGMENT
 # The same for one blob a thread compressed itself: as many threads do this, each keeps
 # less touched; a big chunk faults in what it needs beyond that.
 KEEP_ENCRYPTING = 256 * 1024
