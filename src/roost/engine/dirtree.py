@@ -1,9 +1,10 @@
 """A finished directory's tree blob, from the entries the walk gathered.
 
 The entries are Nodes (directories, symlinks, files read in this process) and slots of files
-a worker scanned: reused from the parent unchanged (``REUSED``, not decoded) or encoded by the
-worker (their tree entry as bytes). A directory whose entries all equal the parent's reuses
-the parent's tree blob; otherwise the entries are joined into a new one.
+a worker read, whose tree entries it encoded (as bytes). The files a worker found identical
+to the parent's entries are only named (``reused``): their entries are the parent's, as
+stored. A directory whose entries all equal the parent's reuses the parent's tree blob;
+otherwise the entries are joined into a new one.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from roost.engine.parenttree import ParentDir
 from roost.engine.tree import Node, encode_entries, encode_entry
 
 
-def same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> bool:
-    """Whether every entry equals the parent's; reused entries match without decoding."""
-    if len(entries) != len(parent):
+def same_as_parent(entries: list[Node | Slot | None], reused: int, parent: ParentDir) -> bool:
+    """Whether the entries and the ``reused`` files (found in ``parent``, each once) are
+    exactly the parent's entries."""
+    if len(entries) + reused != len(parent):
         return False
     for entry in entries:
         if isinstance(entry, Slot):
-            if isinstance(entry.child, bytes) and entry.child != parent.encoded(entry.name):
+            if not isinstance(entry.child, bytes) or entry.child != parent.encoded(entry.name):
                 return False
             continue
         if entry is None or entry != parent.node(entry.name):
@@ -30,17 +32,21 @@ def same_as_parent(entries: list[Node | Slot | None], parent: ParentDir) -> bool
 def _encoded(entry: Node | Slot | None) -> tuple[bytes, bytes] | None:
     """(name, encoded tree entry) of a directory's entry, for tree.encode_entries."""
     if isinstance(entry, Slot):
-        if isinstance(entry.child, bytes):
-            return entry.name, entry.child
-        # reused: the parent's entry, as it is stored
-        stored = None if entry.parent_dir is None else entry.parent_dir.stored(entry.name)
-        return None if stored is None else (entry.name, stored)
+        return (entry.name, entry.child) if isinstance(entry.child, bytes) else None
     return None if entry is None else (entry.name, encode_entry(entry))
 
 
-def encode(entries: list[Node | Slot | None]) -> bytes:
-    """The tree blob of these entries (None: left out, e.g. a file that could not be read)."""
-    return encode_entries([pair for pair in map(_encoded, entries) if pair is not None])
+def encode(
+    entries: list[Node | Slot | None], reused: list[bytes], parent: ParentDir | None
+) -> bytes:
+    """The tree blob of these entries (None: left out, e.g. a file that could not be read)
+    and of the ``reused`` files, whose entries are the parent's."""
+    pairs = [pair for pair in map(_encoded, entries) if pair is not None]
+    for name in reused:
+        stored = None if parent is None else parent.stored(name)
+        if stored is not None:  # found there by the scanner: always
+            pairs.append((name, stored))
+    return encode_entries(pairs)
 
 
 __all__ = ["encode", "same_as_parent"]

@@ -1,15 +1,18 @@
 """Handing regular files to the batch scanners and taking their results back.
 
-The walker queues each regular file it lists as a :class:`Slot` of its directory's
-:class:`DirTask`. Slots travel in batches to worker processes (or, for a backup too small to
-be worth starting them, to a thread running the same scanner; see procreader.py). A result
-thread applies each file's outcome as it arrives: the sealed blobs go to the BlobSaver, the
-counters and progress are updated and the slot gets its node. Files a worker hands back
-(:data:`procreader.MAIN`) wait in a queue that the walking thread empties, because only it
-keeps the hardlink map and starts thread reads.
+The walker queues the regular files it lists in a directory as one :class:`FileGroup` of the
+directory's :class:`DirTask`, with the parent snapshot's tree of the directory. Groups travel
+in batches (split when too big for one) to worker processes (or, for a backup too small to be
+worth starting them, to a thread running the same scanner; see procreader.py). A result
+thread applies the outcomes as they arrive: the sealed blobs go to the BlobSaver, the counters
+and progress are updated. A file identical to the parent's entry is only named in the task's
+``reused`` list (a whole group of them costs one answer), any other becomes a :class:`Slot`
+with its node. Files a worker hands back (:data:`procreader.MAIN`) wait in a queue that the
+walking thread empties, because only it keeps the hardlink map and starts thread reads.
 
-Each DirTask counts the children it still waits for (``waiting``), so the walker knows in
-O(1) whether the oldest finished directory can be encoded; one condition variable wakes it.
+Each DirTask counts the groups and handed-back files it still waits for (``waiting``), so
+the walker knows in O(1) whether the oldest finished directory can be encoded; one condition
+variable wakes it.
 """
 
 from __future__ import annotations
@@ -28,42 +31,108 @@ from roost.engine import procreader, scanworker
 from roost.engine.parenttree import ParentDir
 from roost.engine.tree import Node
 from roost.engine.uploader import BlobSaver
-from roost.errors import BackupWorkerError
+from roost.errors import BackupWorkerError, RoostError
 
 _UNSET: object = object()
 
 
+_UNDECODED: object = object()
+
+
 @dataclass(eq=False)
 class DirTask:
-    """A directory listed by the walker whose tree is encoded once its children are known."""
+    """A directory listed by the walker whose tree is encoded once its children are known.
+
+    Its regular files go to the scanners in :class:`FileGroup` s. The files found identical
+    to the parent's entries are only named in ``reused``; every other file becomes a
+    :class:`Slot` among ``children``, next to the directory's other entries.
+    """
 
     node: Node
+    directory: bytes = b""  # its path, ending in "/"
+    rel: bytes = b""  # its path relative to its source
+    root_dev: int = 0
+    subtree: bytes | None = None  # its tree in the parent snapshot
+    tree: bytes | None = None  # that tree blob, decoded only where needed (parent_dir)
+    read_anyway: frozenset[bytes] = frozenset()  # files missed last time: read whatever
     children: list[object] = field(default_factory=list)
-    parent: ParentDir | None = None  # the same directory in the parent snapshot
+    reused: list[bytes] = field(default_factory=list)  # files equal to the parent's entry
+    parent_entries: int | None = None  # entries of the parent tree, as a scanner counted
     waiting: int = 0
+    _parent: object = _UNDECODED
+
+    def parent_dir(self) -> ParentDir | None:
+        """The parent snapshot's tree of this directory, decoded on first use.
+
+        Two threads may decode it at once: the second only wastes its time.
+        """
+        if self._parent is _UNDECODED:
+            self._parent = _decode(self.subtree, self.tree)
+        return self._parent  # type: ignore[return-value]
+
+    def forget(self) -> None:
+        """Drop what the encoded directory no longer needs (slots point back here)."""
+        self.children.clear()
+        self.reused.clear()
+        self.tree = None
+        self._parent = None
+
+
+def _decode(subtree: bytes | None, tree: bytes | None) -> ParentDir | None:
+    if subtree is None or tree is None:
+        return None
+    try:
+        return ParentDir.decode(subtree, tree)
+    except RoostError:
+        return None  # an unusable parent tree only costs re-reading
+
+
+@dataclass(eq=False, slots=True)
+class FileGroup:
+    """Regular files of one directory on their way to a scanner, in their listed order."""
+
+    task: DirTask
+    names: list[bytes]
+
+    def request(self) -> procreader.ScanGroup:
+        task = self.task
+        return task.directory, task.tree, self.names, task.read_anyway
 
 
 @dataclass(eq=False, slots=True)
 class Slot:
-    """A regular file queued for a batch scanner; ``child`` is what it became."""
+    """A regular file a scanner did not find identical; ``child`` is what it became."""
 
-    path: bytes
-    rel: bytes
     name: bytes
-    root_dev: int
-    parent_dir: ParentDir | None  # where the parent snapshot's entry of this name is
-    compare: bool  # with the parent's entry (False: read it whatever its lstat)
     task: DirTask
     child: object = _UNSET
 
+    @property
+    def path(self) -> bytes:
+        return self.task.directory + self.name
+
+    @property
+    def rel(self) -> bytes:
+        rel = self.task.rel
+        return rel + b"/" + self.name if rel else self.name
+
+    @property
+    def root_dev(self) -> int:
+        return self.task.root_dev
+
+    @property
+    def parent_dir(self) -> ParentDir | None:
+        return self.task.parent_dir()
+
     def parent(self) -> Node | None:
         """The parent snapshot's entry of this name, if any (decoded on first use)."""
-        return None if self.parent_dir is None else self.parent_dir.node(self.name)
+        parent_dir = self.task.parent_dir()
+        return None if parent_dir is None else parent_dir.node(self.name)
 
 
-# gives each scanned slot its child; one call per batch (with the bytes of its identical
-# files), so tallies are updated once
-ApplyResults = Callable[[list[tuple[Slot, procreader.FileResult]], int], None]
+# gives each scanned slot its child; one call per batch (with the number and bytes of its
+# identical files), so tallies are updated once
+ApplyResults = Callable[[list[tuple[Slot, procreader.FileResult]], int, int], None]
 Message = tuple[Any, ...]
 OnMessage = Callable[[Any, Message], None]
 
@@ -152,7 +221,7 @@ class _InlineWorker:
 
 
 class FileBatches:
-    """Batches of slots in flight; ``apply`` turns a slot's result into its child."""
+    """Batches of file groups in flight; ``apply`` turns a slot's result into its child."""
 
     def __init__(
         self,
@@ -169,13 +238,14 @@ class FileBatches:
         self._apply = apply
         self._workers: list[_ProcessWorker] = []
         self._inline: _InlineWorker | None = None
-        self._batch: list[Slot] = []
+        self._queued: deque[FileGroup] = deque()
+        self._queued_files = 0
         self._limit = max(1, processes) * 2  # batches in flight
-        self._in_flight: dict[int, tuple[_Worker, list[Slot]]] = {}
+        self._in_flight: dict[int, tuple[_Worker, list[FileGroup]]] = {}
         self._next_batch = 0
         self.cond = threading.Condition()
         self.handed_back: deque[Slot] = deque()
-        self.requeued: deque[Slot] = deque()
+        self.requeued: deque[FileGroup] = deque()
         self.failure: BaseException | None = None
 
     def close(self) -> None:
@@ -187,24 +257,25 @@ class FileBatches:
 
     # -- the walking thread -------------------------------------------------------------
 
-    def queue(self, task: DirTask, slots: list[Slot]) -> None:
-        """Queue files of ``task`` (already among its children) for the scanners."""
-        if not slots:
+    def queue(self, task: DirTask, names: list[bytes]) -> None:
+        """Queue the regular files ``names`` of ``task`` for the scanners."""
+        if not names:
             return
-        self.expect(task, len(slots))
-        self._add(slots)
+        self.expect(task, 1)  # a task waits for each of its groups
+        self._add([FileGroup(task, names)])
 
-    def _add(self, slots: list[Slot]) -> None:
-        self._batch.extend(slots)
-        while len(self._batch) >= procreader.BATCH_FILES:
+    def _add(self, groups: list[FileGroup]) -> None:
+        self._queued.extend(groups)
+        self._queued_files += sum(len(group.names) for group in groups)
+        while self._queued_files >= procreader.BATCH_FILES:
             self.flush()
 
     def requeue(self) -> None:
         """Queue again the files a scanner did not reach (its batch hit BATCH_BYTES)."""
         with self.cond:
-            slots = list(self.requeued)
+            groups = list(self.requeued)
             self.requeued.clear()
-        self._add(slots)
+        self._add(groups)
 
     def expect(self, task: DirTask, count: int) -> None:
         with self.cond:
@@ -216,9 +287,8 @@ class FileBatches:
             self.cond.notify_all()
 
     def flush(self, final: bool = False) -> None:
-        """Send the queued slots (at most one batch of them) to a scanner."""
-        batch = self._batch[: procreader.BATCH_FILES]
-        del self._batch[: procreader.BATCH_FILES]
+        """Send the queued files (at most one batch of them) to a scanner."""
+        batch = self._take_batch()
         if not batch:
             return
         worker = self._worker(small=final)
@@ -229,7 +299,23 @@ class FileBatches:
             number = self._next_batch = self._next_batch + 1
             self._in_flight[number] = (worker, batch)
             worker.in_flight += 1
-        worker.send(("scan", number, _scan_items(batch)))
+        worker.send(("scan", number, [group.request() for group in batch]))
+
+    def _take_batch(self) -> list[FileGroup]:
+        """Up to BATCH_FILES queued files, in groups; a group too big for it is split."""
+        batch: list[FileGroup] = []
+        room = procreader.BATCH_FILES
+        while self._queued and room:
+            group = self._queued.popleft()
+            if len(group.names) > room:
+                rest = FileGroup(group.task, group.names[room:])
+                self.expect(group.task, 1)
+                self._queued.appendleft(rest)
+                group.names = group.names[:room]
+            batch.append(group)
+            room -= len(group.names)
+        self._queued_files -= procreader.BATCH_FILES - room
+        return batch
 
     def _worker(self, small: bool) -> _Worker:
         if self._processes and not self._workers and not small:
@@ -276,30 +362,26 @@ class FileBatches:
         self,
         worker: _Worker,
         number: int,
-        results: list[procreader.FileResult],
+        answers: list[procreader.GroupResult],
         candidates: list[procreader.Candidate],
         identical_bytes: int,
     ) -> None:
         wanted = self._saver.claim_many(candidates)
         # before the seal is sent: on a pool of several threads, the answer to it may be
         # handled (and the batch forgotten) before this thread goes on
-        batch = self._in_flight[number][1]
+        groups = self._in_flight[number][1]
         if candidates:  # first: the worker seals while we apply
             worker.send(("seal", number, wanted))
-        handed_back: list[Slot] = []
-        scanned: list[tuple[Slot, procreader.FileResult]] = []
-        for slot, result in zip(batch, results, strict=False):
-            if result.outcome == procreader.MAIN:
-                handed_back.append(slot)
-            else:
-                scanned.append((slot, result))
-        self._apply(scanned, identical_bytes)
+        outcome = _Outcome()
+        for group, answer in zip(groups, answers, strict=False):
+            outcome.add(group, answer)
+        self._apply(outcome.scanned, outcome.identical, identical_bytes)
         with self.cond:
-            for slot, _ in scanned:
-                slot.task.waiting -= 1
-            self.handed_back.extend(handed_back)
+            outcome.settle()
+            self.handed_back.extend(outcome.handed_back)
             # the scanner stopped after BATCH_BYTES: the walker queues the rest again
-            self.requeued.extend(batch[len(results) :])
+            self.requeued.extend(outcome.rest)
+            self.requeued.extend(groups[len(answers) :])
             if not candidates:  # nothing to seal: the batch is done
                 self._done(number)
             self.cond.notify_all()
@@ -358,17 +440,54 @@ class FileBatches:
             raise self.failure
 
 
-def _scan_items(batch: list[Slot]) -> list[procreader.ScanItem]:
-    return [
-        (s.path, s.name, s.parent_dir.key(s.name) if s.compare and s.parent_dir else None)
-        for s in batch
-    ]
+class _Outcome:
+    """What one scanned batch's answers make of its groups (see FileBatches._scanned)."""
+
+    def __init__(self) -> None:
+        self.scanned: list[tuple[Slot, procreader.FileResult]] = []
+        self.handed_back: list[Slot] = []
+        self.rest: list[FileGroup] = []  # the part of a group a scanner did not reach
+        self.identical = 0
+        self._reused: list[tuple[FileGroup, list[bytes]]] = []
+        self._answered: list[FileGroup] = []
+
+    def add(self, group: FileGroup, answer: procreader.GroupResult) -> None:
+        self._answered.append(group)
+        if isinstance(answer, int):  # all identical: the parent's entries stand
+            group.task.parent_entries = answer
+            self._reused.append((group, group.names))
+            self.identical += len(group.names)
+            return
+        task, reused = group.task, []
+        for name, result in zip(group.names, answer, strict=False):
+            if result.outcome == procreader.IDENTICAL:
+                reused.append(name)
+            elif result.outcome == procreader.MAIN:
+                self.handed_back.append(Slot(name, task))
+            else:
+                self.scanned.append((Slot(name, task), result))
+        self._reused.append((group, reused))
+        self.identical += len(reused)
+        if len(answer) < len(group.names):
+            self.rest.append(FileGroup(task, group.names[len(answer) :]))
+
+    def settle(self) -> None:
+        """Give the tasks their files' outcomes (with FileBatches.cond held)."""
+        for group, names in self._reused:
+            group.task.reused.extend(names)
+        for slot, _ in self.scanned:
+            slot.task.children.append(slot)
+        for slot in self.handed_back:  # the walker settles each once it has handled it
+            slot.task.children.append(slot)
+            slot.task.waiting += 1
+        for group in self.rest:
+            group.task.waiting += 1
+        for group in self._answered:
+            group.task.waiting -= 1
 
 
 def is_unset(child: object) -> bool:
     return child is _UNSET
 
 
-REUSED: object = object()  # a slot's child: the parent's entry, unchanged in every field
-
-__all__ = ["REUSED", "DirTask", "FileBatches", "Slot", "is_unset"]
+__all__ = ["DirTask", "FileBatches", "FileGroup", "Slot", "is_unset"]

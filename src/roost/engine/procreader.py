@@ -12,9 +12,11 @@ Deduplication and encryption stay in the main process, and data crosses the pipe
 pieces (shipping every blob as its own object cost the main process more than the walk).
 Per batch, over the worker's pipe:
 
-1. ``scan``: the worker answers ``scanned`` with each file's node and the ids (and sizes) of
-   the blobs found; it keeps the blobs (compressed as found, in a backup of new data: see
-   :meth:`BatchScanner.scan`).
+1. ``scan``: the files come in groups, one per directory, with the parent snapshot's tree
+   of the directory (:data:`ScanGroup`). The worker answers ``scanned`` with each file's
+   outcome, or with one number for a group whose files are all identical to the parent's
+   (:data:`GroupResult`), and the ids (and sizes) of the blobs found; it keeps the blobs
+   (compressed as found, in a backup of new data: see :meth:`BatchScanner.scan`).
 2. The main process claims the ids (the one dedup decision, shared by all workers) and sends
    ``seal`` with the ids to store.
 3. The worker compresses those (unless done) into contiguous *segments* and answers
@@ -51,6 +53,7 @@ from roost.engine import compress, fsmeta
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds
 from roost.engine.filereader import FileReader, describe_os_error, open_for_reading
+from roost.engine.parenttree import ParentDir
 from roost.engine.scankeys import ParentKey, file_node, lstat_key
 from roost.engine.tree import Node, encode_entry
 from roost.errors import RoostError
@@ -86,8 +89,12 @@ UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not re
 STORED = 4  # read; ``problem`` set when it changed while being read
 IDENTICAL = 5  # unchanged, and every other field equal too: the parent's node is reused
 
-# one file to scan: path, name, the parent's key (None: new or forced read)
-ScanItem = tuple[bytes, bytes, ParentKey | None]
+# One directory's regular files to scan: the directory's path ending in "/", the parent
+# snapshot's tree blob of the directory (None: it has none), the files' names, and the names
+# to read whatever their lstat says (missed by the last backup). The tree travels whole and
+# the worker looks each file's entry up in it: building the comparison keys, and decoding
+# the tree for them, was a third of the main process's time in a no-change backup.
+ScanGroup = tuple[bytes, bytes | None, list[bytes], frozenset[bytes]]
 
 
 class FileResult(NamedTuple):
@@ -114,8 +121,13 @@ _EXCLUDED = FileResult(EXCLUDED)
 
 # a blob a scan found: (type, id, plaintext length); the scanner keeps the plaintext
 Candidate = tuple[int, bytes, int]
-# a scan's answer: results (a prefix of the items), blobs found, bytes of identical files
-Scanned = tuple[list[FileResult], list[Candidate], int]
+# A group's answer: the results of a prefix of its names (reading stops after BATCH_BYTES),
+# or, when every one of its files is identical to the parent's entry, the number of entries
+# of the parent tree: then the main process handles the group at once, not file by file, and
+# knows without decoding the tree whether the directory is unchanged.
+GroupResult = list[FileResult] | int
+# a scan's answer: a prefix of the groups' results, blobs found, bytes of identical files
+Scanned = tuple[list[GroupResult], list[Candidate], int]
 # where a compressed blob sits in a segment: (type, id, length, plaintext length, method)
 SegmentEntry = tuple[int, bytes, int, int, int]
 # one part of a sealed batch: its segment, the blobs in it, whether it is the last part
@@ -214,24 +226,20 @@ class BatchScanner:
         self._segments = memory.ReusedBuffers(SEGMENT_BUFFER, KEEP_SEGMENT)
         self._wanted_share = 1.0  # of the bytes found lately, the share the seals wanted
 
-    def scan(self, batch: int, items: list[ScanItem]) -> Scanned:
-        """Results for a prefix of ``items`` (reading stops after ``BATCH_BYTES``).
+    def scan(self, batch: int, groups: list[ScanGroup]) -> Scanned:
+        """Results for a prefix of ``groups`` (reading stops after ``BATCH_BYTES``).
 
         The blobs found are compressed as they are found while the seals want most of what
         is found (:data:`EAGER_SHARE`): nearly always, in a backup of new data, and then a
         batch is held at its compressed size.
         """
-        results: list[FileResult] = []
+        answers: list[GroupResult] = []
         collector = _Collector(self.ids, self._wanted_share >= EAGER_SHARE)
         reader = FileReader(collector, self.chunker, self._count_read)
-        read = identical_bytes = 0
-        for path, name, parent in items:
-            result = self.scan_one(reader, path, name, parent)
-            results.append(result)
-            if result is _IDENTICAL:
-                identical_bytes += parent[0] or 0  # type: ignore[index]
-            read += result.bytes_read
-            if read >= self.setup.batch_bytes:
+        tally = _Tally()  # a local: threads standing in for workers share one scanner
+        for group in groups:
+            answers.append(self._scan_group(reader, tally, *group))
+            if tally.read >= self.setup.batch_bytes:
                 break
         if collector.found:  # else there is nothing to seal: no "seal" comes
             self._held[batch] = collector.found
@@ -240,7 +248,32 @@ class BatchScanner:
             self._held_bytes += sum(len(held.data) for held in collector.found.values())
         found = collector.found.items()
         candidates = [(held.kind, blob_id, held.raw_length) for blob_id, held in found]
-        return results, candidates, identical_bytes
+        return answers, candidates, tally.identical_bytes
+
+    def _scan_group(
+        self,
+        reader: FileReader,
+        tally: _Tally,
+        directory: bytes,
+        tree: bytes | None,
+        names: list[bytes],
+        read_anyway: frozenset[bytes],
+    ) -> GroupResult:
+        parent = _parent_tree(tree)
+        results: list[FileResult] = []
+        for name in names:
+            key = None if parent is None or name in read_anyway else parent.key(name)
+            result = self.scan_one(reader, directory + name, name, key)
+            results.append(result)
+            if result is _IDENTICAL:
+                tally.identical_bytes += key[0] or 0  # type: ignore[index]
+            tally.read += result.bytes_read
+            if tally.read >= self.setup.batch_bytes:
+                break
+        every_file_identical = len(results) == len(names) and all(
+            result is _IDENTICAL for result in results
+        )
+        return len(parent) if parent is not None and every_file_identical else results
 
     def seal(self, batch: int, wanted: list[bytes]) -> Iterator[SealedPart]:
         """Compress the wanted blobs of a scanned batch into segments of ~SEGMENT_PART bytes.
@@ -401,6 +434,25 @@ class BatchScanner:
         self._file_bytes += count
 
 
+@dataclass(slots=True)
+class _Tally:
+    """What one scan has read so far, and the size of the identical files it found."""
+
+    read: int = 0
+    identical_bytes: int = 0
+
+
+def _parent_tree(tree: bytes | None) -> ParentDir | None:
+    """The parent's tree of a group; None when it has none (or it is unusable: then its
+    files are read again, as the walker does when it cannot read the tree)."""
+    if tree is None:
+        return None
+    try:
+        return ParentDir.decode(b"", tree)
+    except RoostError:
+        return None
+
+
 __all__ = [
     "BATCH_BYTES",
     "BATCH_FILES",
@@ -414,7 +466,8 @@ __all__ = [
     "BatchScanner",
     "Candidate",
     "FileResult",
-    "ScanItem",
+    "GroupResult",
+    "ScanGroup",
     "SegmentEntry",
     "WorkerSetup",
 ]

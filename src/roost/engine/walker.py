@@ -24,7 +24,7 @@ import orjson
 from roost.engine import dirtree, fsmeta, procreader
 from roost.engine.chunker import Chunker
 from roost.engine.counters import Counters, WalkSettings, count
-from roost.engine.filebatch import REUSED, DirTask, FileBatches, Slot, is_unset
+from roost.engine.filebatch import DirTask, FileBatches, Slot, is_unset
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import TREE_BLOB
 from roost.engine.parenttree import ParentDir
@@ -96,14 +96,20 @@ class Walker:
     # -- parent lookup ------------------------------------------------------------------
 
     def parent_children(self, subtree: bytes | None) -> dict[bytes, Node]:
-        parent = self.parent_dir(subtree)
-        return {} if parent is None else parent.nodes()
+        tree = self.parent_tree(subtree)
+        if subtree is None or tree is None:
+            return {}
+        try:
+            return ParentDir.decode(subtree, tree).nodes()
+        except RoostError:
+            return {}  # an unreadable parent tree only costs re-reading
 
-    def parent_dir(self, subtree: bytes | None) -> ParentDir | None:
+    def parent_tree(self, subtree: bytes | None) -> bytes | None:
+        """The parent snapshot's tree blob ``subtree``, not decoded (see DirTask.parent_dir)."""
         if subtree is None:
             return None
         try:
-            return ParentDir.decode(subtree, self.repo.read_blob(subtree))
+            return self.repo.read_blob(subtree)
         except RoostError:
             return None  # an unreadable parent tree only costs re-reading
 
@@ -113,16 +119,17 @@ class Walker:
         self, path: bytes, rel: bytes, node: Node, root_dev: int, parent: Node | None
     ) -> Node:
         self.counters.add(dirs=1)
-        task = DirTask(node)
+        directory = path if path.endswith(b"/") else path + b"/"
+        task = DirTask(node, directory, rel, root_dev)
         if not (self.options.rules.one_file_system and node.device != root_dev):
             if parent is not None and parent.type == DIR:
-                task.parent = self.parent_dir(parent.subtree)
-            self._save_entries(path, rel, root_dev, task)
+                task.subtree, task.tree = parent.subtree, self.parent_tree(parent.subtree)
+            self._save_entries(path, task)
         self._pending.append(task)
         self.drain(block=False)
         return node
 
-    def _save_entries(self, path: bytes, rel: bytes, root_dev: int, task: DirTask) -> None:
+    def _save_entries(self, path: bytes, task: DirTask) -> None:
         try:
             with os.scandir(path) as it:
                 entries = sorted((entry.name, entry.is_file(follow_symlinks=False)) for entry in it)
@@ -131,28 +138,25 @@ class Walker:
                 path, f"cannot list directory: {describe_os_error(exc)}", self.progress
             )
             return
-        files: list[Slot] = []
-        prefix = path if path.endswith(b"/") else path + b"/"
-        # per regular file, the hottest loop of an incremental backup: kept inline
-        parent_dir = task.parent
-        force_read = self.options.force_read  # missed last time: read whatever the lstat
+        # per regular file, the hottest loop of an incremental backup: kept short
+        files: list[bytes] = []
+        prefix, rel, root_dev = task.directory, task.rel, task.root_dev
         rules = self.options.rules
         excludes = rules.excludes_path if rules.patterns else None
         for name, is_file in entries:
-            child_rel = rel + b"/" + name if rel else name
-            child_path = prefix + name
             if is_file:
-                if excludes is not None and excludes(child_rel, False):
-                    continue
-                compare = child_path not in force_read
-                slot = Slot(child_path, child_rel, name, root_dev, parent_dir, compare, task)
-                task.children.append(slot)
-                files.append(slot)
+                if excludes is None or not excludes(rel + b"/" + name if rel else name, False):
+                    files.append(name)
                 continue
+            parent_dir = task.parent_dir()
             parent = parent_dir.node(name) if parent_dir is not None else None
-            child = self.save_entry(child_path, child_rel, name, root_dev, parent)
+            child_rel = rel + b"/" + name if rel else name
+            child = self.save_entry(prefix + name, child_rel, name, root_dev, parent)
             if child is not None:
                 self._add_child(task, child)
+        if self.options.force_read:  # missed last time: read whatever the lstat says
+            force_read = self.options.force_read
+            task.read_anyway = frozenset(name for name in files if prefix + name in force_read)
         self._batches.queue(task, files)
 
     def _add_child(self, task: DirTask, child: Child) -> None:
@@ -209,22 +213,22 @@ class Walker:
     # -- regular files through the batch scanners (filebatch.py) ------------------------
 
     def _apply_results(
-        self, scanned: list[tuple[Slot, procreader.FileResult]], identical_bytes: int
+        self,
+        scanned: list[tuple[Slot, procreader.FileResult]],
+        identical: int,
+        identical_bytes: int,
     ) -> None:
         """Runs in a result thread: each file's outcome becomes its node (or None).
 
-        The two common outcomes, a file identical to the parent's and a file read whole, are
-        inlined and tallied in locals: this loop runs in the main process for every file the
-        workers scan, and per-file tallies through ``count`` were a tenth of its Python time.
+        Files identical to the parent's entries are only counted (their entries stand, see
+        DirTask.reused). The common outcome, a file read whole, is inlined and tallied in
+        locals: this loop runs in the main process for every file the workers read, and
+        per-file tallies through ``count`` were a tenth of its Python time.
         """
         tally: dict[str, int] = {}
-        identical = stored = changed = sizes = read = 0
+        stored = changed = sizes = read = 0
         for slot, result in scanned:
-            outcome = result.outcome
-            if outcome == procreader.IDENTICAL:  # the parent's entry, as it is
-                identical += 1
-                slot.child = REUSED
-            elif outcome == procreader.STORED and result.problem is None:
+            if result.outcome == procreader.STORED and result.problem is None:
                 sizes, read = sizes + result.size, read + result.bytes_read
                 stored += 1
                 changed += _stored_state(slot) == "changed"
@@ -370,33 +374,33 @@ class Walker:
     def _encode(self, task: DirTask) -> None:
         # each child resolved exactly once: resolving a hardlink's later name counts it
         entries = [self._entry(child) for child in task.children]  # type: ignore[arg-type]
-        parent = task.parent
-        if (
-            parent is not None
-            and self.saver.has_live(parent.subtree)
-            and dirtree.same_as_parent(entries, parent)
-        ):
-            task.node.subtree = parent.subtree  # identical entries: identical tree blob
+        if task.subtree is not None and self._same_as_parent(task, entries):
+            task.node.subtree = task.subtree  # identical entries: identical tree blob
         else:
-            tree = dirtree.encode(entries)
+            tree = dirtree.encode(entries, task.reused, task.parent_dir())
             task.node.subtree, _ = self.saver.save(TREE_BLOB, tree)
         # slots point back at their task: without this, every directory's entries would wait
         # for the cyclic garbage collector (which cost a quarter of a no-change backup's time)
-        task.children.clear()
-        task.parent = None
+        task.forget()
+
+    def _same_as_parent(self, task: DirTask, entries: list[Node | Slot | None]) -> bool:
+        if task.tree is None or not self.saver.has_live(task.subtree):
+            return False
+        if not entries and task.parent_entries is not None:
+            # only files, all of them identical: the scanners counted the parent's entries
+            return len(task.reused) == task.parent_entries
+        parent = task.parent_dir()
+        return parent is not None and dirtree.same_as_parent(entries, len(task.reused), parent)
 
     def _entry(self, child: Child) -> Node | Slot | None:
-        """The child's node, or its slot when its entry is the parent's (not decoded) or was
-        encoded by a worker."""
-        if isinstance(child, Slot) and (child.child is REUSED or isinstance(child.child, bytes)):
+        """The child's node, or its slot when a worker encoded its entry."""
+        if isinstance(child, Slot) and isinstance(child.child, bytes):
             return child
         return self._resolve(child)
 
     def _resolve(self, child: Child) -> Node | None:
         if isinstance(child, Slot):
             assert not is_unset(child.child), "a directory was encoded before its files"
-            if child.child is REUSED:
-                return child.parent()
             if isinstance(child.child, bytes):
                 return node_from_json(orjson.loads(child.child))
             return self._resolve(child.child)  # type: ignore[arg-type]

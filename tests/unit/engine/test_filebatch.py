@@ -32,7 +32,7 @@ from roost.engine.progress import BackupProgress
 from roost.engine.repository import Repository
 from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
-from roost.engine.tree import Node, encode_entry, node_from_json
+from roost.engine.tree import TREE_VERSION, Node, encode_entry, node_from_json
 from roost.errors import BackupWorkerError
 from roost.storage.local import LocalBackend
 
@@ -53,13 +53,42 @@ def _setup(master: MasterKey, **limits: int | None) -> procreader.WorkerSetup:
     return procreader.WorkerSetup(master.id_key, master.chunker_seed, *sizes, **limits)  # type: ignore[arg-type]
 
 
-def _items(*files: tuple[Path, scankeys.ParentKey] | Path) -> list[procreader.ScanItem]:
-    """Scan items: a path alone is read, a (path, parent key) pair compared first."""
-    items: list[procreader.ScanItem] = []
+def _items(*files: tuple[Path, scankeys.ParentKey] | Path) -> list[procreader.ScanGroup]:
+    """One scan group per file: a path alone is read, a (path, parent key) pair compared
+    first with a parent tree whose entry of the file has that key."""
+    groups: list[procreader.ScanGroup] = []
     for file in files:
         path, key = file if isinstance(file, tuple) else (file, None)
-        items.append((bytes(path), path.name.encode(), key))
-    return items
+        name = path.name.encode()
+        tree = None if key is None else _tree(_doc(name, key))
+        groups.append((bytes(path.parent) + b"/", tree, [name], frozenset()))
+    return groups
+
+
+def _doc(name: bytes, key: scankeys.ParentKey) -> dict[str, object]:
+    """A regular file's tree document with the fields of ``key`` (None: left out)."""
+    fields = {
+        field: value
+        for field, value in zip(scankeys.KEY_FIELDS, key, strict=True)
+        if value is not None
+    }
+    return {"type": "file", "name": name.decode(), **fields}
+
+
+def _tree(*docs: dict[str, object]) -> bytes:
+    return orjson.dumps({"v": TREE_VERSION, "nodes": list(docs)})
+
+
+def _scan(
+    scanner: procreader.BatchScanner, batch: int, groups: list[procreader.ScanGroup]
+) -> procreader.Scanned:
+    """scanner.scan with each group's answer as one result per file (identical: IDENTICAL)."""
+    answers, candidates, identical_bytes = scanner.scan(batch, groups)
+    results: list[procreader.FileResult] = []
+    for (_, _, names, _), answer in zip(groups, answers, strict=False):
+        identical = [procreader.FileResult(procreader.IDENTICAL)] * len(names)
+        results.extend(identical if isinstance(answer, int) else answer)
+    return results, candidates, identical_bytes  # type: ignore[return-value]
 
 
 def _key_of(path: Path) -> scankeys.ParentKey:
@@ -122,7 +151,7 @@ def test_scan_outcomes(tmp_path: Path) -> None:
         tmp_path / "linked.txt",
         tmp_path / "gone.txt",
     )
-    results, candidates, identical_bytes = scanner.scan(1, items)
+    results, candidates, identical_bytes = _scan(scanner, 1, items)
     assert identical_bytes == 0
     assert [r.outcome for r in results] == [
         procreader.STORED,
@@ -149,14 +178,14 @@ def test_a_scanned_node_and_key_are_exactly_what_fsmeta_makes_of_the_lstat(
     os.chmod(path, 0o4751)
     os.utime(path, ns=(1_000_000_123, 2_000_000_456))
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
-    results, _, _ = scanner.scan(1, _items(path))
+    results, _, _ = _scan(scanner, 1, _items(path))
     expected = fsmeta.node_from_stat(b"f.txt", os.lstat(path), bytes(path), read_xattrs=False)
     expected.xattrs = fsmeta.xattrs_of(bytes(path))
     expected.content = [ChunkIds(scanner.setup.id_key).chunk_id(b"content")]
     assert results[0].entry == encode_entry(expected)
     full_key = scankeys.stat_key(expected)
     again, _, identical_bytes = scanner.scan(2, _items((path, full_key)))
-    assert (again[0].outcome, again[0].node, identical_bytes) == (procreader.IDENTICAL, None, 7)
+    assert (again, identical_bytes) == ([1], 7)  # identical: the parent tree's entry count
 
 
 def test_a_listed_file_that_is_no_longer_regular_is_handed_back_unopened_or_unread(
@@ -170,7 +199,7 @@ def test_a_listed_file_that_is_no_longer_regular_is_handed_back_unopened_or_unre
     (tmp_path / "now-a-directory").mkdir()
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
     names = ("now-a-symlink", "now-a-fifo", "now-a-directory")
-    results, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in names)))
+    results, candidates, _ = _scan(scanner, 1, _items(*(tmp_path / name for name in names)))
     assert [r.outcome for r in results] == [procreader.MAIN] * 3
     assert candidates == []
 
@@ -184,7 +213,7 @@ def test_xattrs_of_a_new_file_are_read_through_its_descriptor_as_by_path(tmp_pat
     except OSError as exc:
         pytest.skip(f"user xattrs are not supported under {tmp_path}: {exc.strerror}")
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
-    results, _, _ = scanner.scan(1, _items(path))
+    results, _, _ = _scan(scanner, 1, _items(path))
     expected = [(b"user.roost.a", b"first"), (b"user.roost.b", b"")]
     assert fsmeta.xattrs_of(bytes(path)) == expected
     assert _entry_node(results[0]).xattrs == expected
@@ -212,7 +241,7 @@ def test_seal_puts_the_wanted_blobs_end_to_end(tmp_path: Path) -> None:
     scanner = procreader.BatchScanner(_setup(master))
     for name, text in (("a", b"alpha " * 50), ("b", b"beta " * 70), ("c", b"gamma " * 90)):
         (tmp_path / name).write_bytes(text)
-    _, candidates, _ = scanner.scan(7, _items(*(tmp_path / n for n in "abc")))
+    _, candidates, _ = _scan(scanner, 7, _items(*(tmp_path / n for n in "abc")))
     wanted = [candidates[2][1], candidates[0][1]]  # the main process wants two, in its order
     [(segment, entries, last)] = scanner.seal(7, wanted)
     assert last
@@ -232,8 +261,70 @@ def test_a_scan_stops_after_its_byte_budget(tmp_path: Path) -> None:
     scanner = procreader.BatchScanner(_setup(MasterKey.generate(), batch_bytes=10_000))
     for number in range(5):
         (tmp_path / f"f{number}").write_bytes(os.urandom(6_000))
-    results, _, _ = scanner.scan(1, _items(*(tmp_path / f"f{n}" for n in range(5))))
+    results, _, _ = _scan(scanner, 1, _items(*(tmp_path / f"f{n}" for n in range(5))))
     assert [r.outcome for r in results] == [procreader.STORED, procreader.STORED]
+
+
+def _directory_of_three(tmp_path: Path) -> tuple[bytes, bytes]:
+    """A directory with files a, b and c, and a parent tree of it that has them unchanged
+    and a subdirectory: (the directory's path with "/", the tree)."""
+    docs = []
+    for name, size in (("a", 10), ("b", 20), ("c", 30)):
+        (tmp_path / name).write_bytes(b"x" * size)
+        docs.append(_doc(name.encode(), scankeys.lstat_key(os.lstat(tmp_path / name))))
+    docs.append({"type": "dir", "name": "sub", "subtree": "00" * 32})
+    return bytes(tmp_path) + b"/", _tree(*docs)
+
+
+def test_a_group_of_identical_files_is_answered_by_the_parent_tree_entry_count(
+    tmp_path: Path,
+) -> None:
+    directory, tree = _directory_of_three(tmp_path)
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    group = (directory, tree, [b"a", b"b", b"c"], frozenset[bytes]())
+    assert scanner.scan(1, [group]) == ([4], [], 60)
+    in_two = [(directory, tree, [b"a"], frozenset[bytes]()), (directory, tree, [b"b"], frozenset())]
+    assert scanner.scan(2, in_two) == ([4, 4], [], 30)  # each group alike
+
+
+def test_a_group_with_a_changed_or_forced_file_is_answered_file_by_file(
+    tmp_path: Path,
+) -> None:
+    directory, tree = _directory_of_three(tmp_path)
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    with (tmp_path / "c").open("ab") as grown:
+        grown.write(b"more")
+    [answer], candidates, identical_bytes = scanner.scan(
+        1, [(directory, tree, [b"a", b"b", b"c"], frozenset())]
+    )
+    assert isinstance(answer, list) and len(candidates) == 1
+    assert [r.outcome for r in answer] == [procreader.IDENTICAL] * 2 + [procreader.STORED]
+    assert (answer[2].size, identical_bytes) == (34, 30)
+    forced = (directory, tree, [b"a", b"b"], frozenset({b"b"}))  # missed last time: read
+    [answer], _, identical_bytes = scanner.scan(2, [forced])
+    assert [r.outcome for r in answer] == [procreader.IDENTICAL, procreader.STORED]  # type: ignore[union-attr]
+    assert identical_bytes == 10
+
+
+def test_files_of_an_unusable_parent_tree_are_all_read(tmp_path: Path) -> None:
+    directory, _ = _directory_of_three(tmp_path)
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    for tree in (b"not json", orjson.dumps({"v": TREE_VERSION + 1, "nodes": []})):
+        [answer], _, identical_bytes = scanner.scan(
+            1, [(directory, tree, [b"a", b"b"], frozenset())]
+        )
+        assert [r.outcome for r in answer] == [procreader.STORED] * 2  # type: ignore[union-attr]
+        assert identical_bytes == 0
+
+
+def test_a_scan_stops_inside_a_group_after_its_byte_budget(tmp_path: Path) -> None:
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate(), batch_bytes=10_000))
+    for number in range(3):
+        (tmp_path / f"f{number}").write_bytes(os.urandom(6_000))
+    names = [b"f0", b"f1", b"f2"]
+    groups = [(bytes(tmp_path) + b"/", None, names, frozenset[bytes]())] * 2
+    [answer], _, _ = scanner.scan(1, groups)  # the second group is not reached
+    assert [r.outcome for r in answer] == [procreader.STORED] * 2  # type: ignore[union-attr]
 
 
 def test_worker_processes_with_tiny_limits_round_trip(
@@ -254,6 +345,53 @@ def test_worker_processes_with_tiny_limits_round_trip(
     assert_trees_equal(src, target / src.relative_to("/"))
     _, again = Archiver(repo, BackupOptions(parent=snap), processes=2).run([str(src)])
     assert (again.files_new, again.files_changed, again.bytes_read) == (0, 0, 0)
+
+
+def _tree_of_groups(src: Path) -> int:
+    """A directory of ten files (split over batches of four), a leaf directory of three and
+    a directory with both files and a subdirectory; the number of files."""
+    for number in range(10):
+        (src / "big").mkdir(parents=True, exist_ok=True)
+        (src / "big" / f"f{number:02}").write_bytes(os.urandom(100 + number))
+    (src / "leaf").mkdir()
+    for name in "abc":
+        (src / "leaf" / name).write_bytes(name.encode() * 50)
+    (src / "mixed" / "sub").mkdir(parents=True)
+    (src / "mixed" / "sub" / "deep").write_bytes(b"deep")
+    (src / "mixed" / "top").write_bytes(b"top")
+    return 15
+
+
+def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    src = tmp_path / "src"
+    files = _tree_of_groups(src)
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    # the first backup's reads may have moved access times (relatime): settled now
+    second, _ = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    same, summary = Archiver(repo, BackupOptions(parent=second), processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.bytes_read) == (files, 0)
+    assert same.tree == second.tree  # every directory's tree blob reused as it was
+    (src / "big" / "f03").write_bytes(b"changed")
+    (src / "big" / "f07").unlink()
+    (src / "big" / "new").write_bytes(b"new")
+    (src / "leaf" / "c").unlink()  # the others identical: the parent's tree has one more
+    third, summary = Archiver(repo, BackupOptions(parent=same), processes=2).run([str(src)])
+    counts = (summary.files_unchanged, summary.files_changed, summary.files_new)
+    assert counts == (files - 3, 1, 1)
+    old, new = (_entries(repo, snap, src / "big") for snap in (same, third))
+    assert sorted(new) == sorted(set(old) - {b"f07"} | {b"new"})
+    assert all(
+        encode_entry(new[name]) == encode_entry(old[name])
+        for name in new
+        if name not in (b"f03", b"new")
+    )
+    assert set(_entries(repo, third, src / "leaf")) == {b"a", b"b"}
+    target = tmp_path / "restore"
+    Restorer(repo, third, target, processes=0).run()
+    assert_trees_equal(src, target / src.relative_to("/"))
 
 
 def test_the_scan_workers_are_gone_before_the_last_index_is_written(
@@ -510,7 +648,7 @@ def test_a_worker_seals_a_big_held_batch_before_scanning_the_next(tmp_path: Path
 
     scanner = procreader.BatchScanner(_setup(MasterKey.generate(), batch_bytes=8 * MIB))
     (tmp_path / "a").write_bytes(os.urandom(procreader.SEAL_FIRST))  # stays as big compressed
-    _, candidates, _ = scanner.scan(1, _items(tmp_path / "a"))
+    _, candidates, _ = _scan(scanner, 1, _items(tmp_path / "a"))
     assert scanner.holds_batch() and scanner.seals_first()
     scan_2 = ("scan", 2, _items(tmp_path / "a"))
     seal_1 = ("seal", 1, [c[1] for c in candidates])
@@ -525,7 +663,7 @@ def test_a_worker_holding_a_small_batch_scans_the_next_without_waiting(tmp_path:
     scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
     (tmp_path / "a").write_bytes(b"held plaintext " * 100)
     (tmp_path / "b").write_bytes(b"next batch " * 100)
-    _, candidates, _ = scanner.scan(1, _items(tmp_path / "a"))
+    _, candidates, _ = _scan(scanner, 1, _items(tmp_path / "a"))
     assert scanner.holds_batch() and not scanner.seals_first()
     scan_2 = ("scan", 2, _items(tmp_path / "b"))
     seal_1 = ("seal", 1, [candidates[0][1]])
@@ -545,7 +683,7 @@ def test_a_seal_comes_in_parts_and_a_big_one_is_given_back_after_it_is_sent(
     blobs = {"a": os.urandom(3 * MIB), "b": os.urandom(200_000), "c": os.urandom(300_000)}
     for name, data in blobs.items():  # incompressible: stored raw
         (tmp_path / name).write_bytes(data)
-    _, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in blobs)))
+    _, candidates, _ = _scan(scanner, 1, _items(*(tmp_path / name for name in blobs)))
     parts = [
         (bytes(segment), entries, last)
         for segment, entries, last in scanner.seal(1, [c[1] for c in candidates])
@@ -576,7 +714,7 @@ def test_a_worker_compresses_its_held_blobs_while_it_waits_for_their_seal(
     texts = {f"f{n}": f"line {n}\n".encode() * (500 + n) for n in range(3)}
     for name, text in texts.items():
         (tmp_path / name).write_bytes(text)
-    _, candidates, _ = scanner.scan(1, _items(*(tmp_path / name for name in texts)))
+    _, candidates, _ = _scan(scanner, 1, _items(*(tmp_path / name for name in texts)))
     held = scanner._held[1]
     assert {h.method for h in held.values()} == {None}  # plaintext, as scanned
     seal = ("seal", 1, [candidates[2][1], candidates[0][1]])

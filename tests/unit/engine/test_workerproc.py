@@ -124,9 +124,10 @@ def test_a_prestarted_worker_is_handed_out_and_answers(tmp_path: Path) -> None:
     try:
         assert worker.process.pid == warm_pid
         assert workerproc._warm[scanworker.__name__] == []
-        worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
-        kind, number, results, candidates, identical_bytes = worker.conn.recv()
-        assert (kind, number, [r.outcome for r in results]) == ("scanned", 1, [procreader.STORED])
+        worker.conn.send(("scan", 1, [(bytes(tmp_path) + b"/", None, [b"f"], frozenset())]))
+        kind, number, answers, candidates, identical_bytes = worker.conn.recv()
+        assert (kind, number, len(answers)) == ("scanned", 1, 1)
+        assert [r.outcome for r in answers[0]] == [procreader.STORED]
         assert ([c[2] for c in candidates], identical_bytes) == ([4], 0)
     finally:
         worker.conn.send(("stop",))
@@ -142,7 +143,7 @@ def test_a_worker_starts_with_a_fixed_malloc_threshold_the_main_process_keeps_it
     setup = procreader.WorkerSetup(master.id_key, master.chunker_seed, 65536, 262144, 1048576)
     worker = scanworker.start_worker(setup, "test")
     try:
-        worker.conn.send(("scan", 1, [(bytes(tmp_path / "f"), b"f", None)]))
+        worker.conn.send(("scan", 1, [(bytes(tmp_path) + b"/", None, [b"f"], frozenset())]))
         assert worker.conn.recv()[0] == "scanned"  # running: its environment is its own
         environ = Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0")
     finally:
