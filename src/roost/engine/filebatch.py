@@ -55,6 +55,7 @@ class DirTask:
     subtree: bytes | None = None  # its tree in the parent snapshot
     tree: bytes | None = None  # that tree blob, decoded only where needed (parent_dir)
     read_anyway: frozenset[bytes] = frozenset()  # files missed last time: read whatever
+    big: bool = False  # more files than go whole to a worker (procreader.ParentEntries)
     children: list[object] = field(default_factory=list)
     reused: list[bytes] = field(default_factory=list)  # files equal to the parent's entry
     parent_entries: int | None = None  # entries of the parent tree, as a scanner counted
@@ -95,8 +96,16 @@ class FileGroup:
     names: list[bytes]
 
     def request(self) -> procreader.ScanGroup:
+        return self.task.directory, self._parent_entries(), self.names, self.task.read_anyway
+
+    def _parent_entries(self) -> procreader.ParentEntries:
         task = self.task
-        return task.directory, task.tree, self.names, task.read_anyway
+        if task.tree is None or not task.big:
+            return task.tree
+        parent = task.parent_dir()  # see procreader.ParentEntries
+        if parent is None:
+            return None
+        return [None if name in task.read_anyway else parent.key(name) for name in self.names]
 
 
 @dataclass(eq=False, slots=True)
@@ -261,6 +270,7 @@ class FileBatches:
         """Queue the regular files ``names`` of ``task`` for the scanners."""
         if not names:
             return
+        task.big = len(names) > procreader.WHOLE_GROUP_FILES
         self.expect(task, 1)  # a task waits for each of its groups
         self._add([FileGroup(task, names)])
 
@@ -302,19 +312,24 @@ class FileBatches:
         worker.send(("scan", number, [group.request() for group in batch]))
 
     def _take_batch(self) -> list[FileGroup]:
-        """Up to BATCH_FILES queued files, in groups; a group too big for it is split."""
+        """Up to BATCH_FILES queued files, in groups, of which only a big directory's are
+        split: any other group goes whole, so that its directory's tree travels once, alone
+        when it is bigger than a batch (see procreader.ParentEntries)."""
         batch: list[FileGroup] = []
         room = procreader.BATCH_FILES
-        while self._queued and room:
-            group = self._queued.popleft()
-            if len(group.names) > room:
-                rest = FileGroup(group.task, group.names[room:])
+        while self._queued and room > 0:
+            group = self._queued[0]
+            if len(group.names) <= room or not (batch or group.task.big):
+                self._queued.popleft()
+            elif not group.task.big:
+                break  # whole, in the next batch
+            else:
+                self._queued[0] = FileGroup(group.task, group.names[room:])
                 self.expect(group.task, 1)
-                self._queued.appendleft(rest)
                 group.names = group.names[:room]
             batch.append(group)
             room -= len(group.names)
-        self._queued_files -= procreader.BATCH_FILES - room
+        self._queued_files -= sum(len(group.names) for group in batch)
         return batch
 
     def _worker(self, small: bool) -> _Worker:

@@ -89,12 +89,20 @@ UNCHANGED = 3  # same size, mtime, ctime and inode as the parent's entry: not re
 STORED = 4  # read; ``problem`` set when it changed while being read
 IDENTICAL = 5  # unchanged, and every other field equal too: the parent's node is reused
 
-# One directory's regular files to scan: the directory's path ending in "/", the parent
-# snapshot's tree blob of the directory (None: it has none), the files' names, and the names
-# to read whatever their lstat says (missed by the last backup). The tree travels whole and
-# the worker looks each file's entry up in it: building the comparison keys, and decoding
-# the tree for them, was a third of the main process's time in a no-change backup.
-ScanGroup = tuple[bytes, bytes | None, list[bytes], frozenset[bytes]]
+# The parent snapshot's entries of a group's files: None when the directory has none. For a
+# directory of up to WHOLE_GROUP_FILES files, the parent's tree blob itself, in which the
+# worker looks each file up: building the comparison keys, and decoding the tree for them,
+# was a third of the main process's time in a no-change backup. Such a directory's files go
+# in one group, in one batch (alone if they are more than BATCH_FILES). A bigger directory's
+# files come in several groups; sending its tree with each would cost time and memory
+# quadratic in its size, so the main process decodes it once and sends each file's key
+# (None: read it).
+ParentEntries = bytes | list[ParentKey | None] | None
+WHOLE_GROUP_FILES = 1024
+# One directory's regular files to scan: the directory's path ending in "/", what to compare
+# them with (see ParentEntries), the files' names, and the names to read whatever their
+# lstat says (missed by the last backup).
+ScanGroup = tuple[bytes, ParentEntries, list[bytes], frozenset[bytes]]
 
 
 class FileResult(NamedTuple):
@@ -255,14 +263,17 @@ class BatchScanner:
         reader: FileReader,
         tally: _Tally,
         directory: bytes,
-        tree: bytes | None,
+        parent: ParentEntries,
         names: list[bytes],
         read_anyway: frozenset[bytes],
     ) -> GroupResult:
-        parent = _parent_tree(tree)
+        tree = _decode_parent(parent) if isinstance(parent, bytes) else None
+        if tree is not None:
+            keys = [None if name in read_anyway else tree.key(name) for name in names]
+        else:
+            keys = parent if isinstance(parent, list) else [None] * len(names)
         results: list[FileResult] = []
-        for name in names:
-            key = None if parent is None or name in read_anyway else parent.key(name)
+        for name, key in zip(names, keys, strict=True):
             result = self.scan_one(reader, directory + name, name, key)
             results.append(result)
             if result is _IDENTICAL:
@@ -273,7 +284,7 @@ class BatchScanner:
         every_file_identical = len(results) == len(names) and all(
             result is _IDENTICAL for result in results
         )
-        return len(parent) if parent is not None and every_file_identical else results
+        return len(tree) if tree is not None and every_file_identical else results
 
     def seal(self, batch: int, wanted: list[bytes]) -> Iterator[SealedPart]:
         """Compress the wanted blobs of a scanned batch into segments of ~SEGMENT_PART bytes.
@@ -442,13 +453,11 @@ class _Tally:
     identical_bytes: int = 0
 
 
-def _parent_tree(tree: bytes | None) -> ParentDir | None:
-    """The parent's tree of a group; None when it has none (or it is unusable: then its
-    files are read again, as the walker does when it cannot read the tree)."""
-    if tree is None:
-        return None
+def _decode_parent(blob: bytes) -> ParentDir | None:
+    """None when the tree is unusable: its files are then read again, as the walker does
+    when it cannot read the tree."""
     try:
-        return ParentDir.decode(b"", tree)
+        return ParentDir.decode(b"", blob)
     except RoostError:
         return None
 
@@ -467,6 +476,7 @@ __all__ = [
     "Candidate",
     "FileResult",
     "GroupResult",
+    "ParentEntries",
     "ScanGroup",
     "SegmentEntry",
     "WorkerSetup",

@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -23,6 +24,7 @@ from roost.engine import compress, fsmeta, procreader, scankeys, scanworker, wor
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
+from roost.engine.filebatch import DirTask, FileBatches, FileGroup
 from roost.engine.filereader import CHANGED, FileReader
 from roost.engine.index import IndexFile
 from roost.engine.keys import KdfParams
@@ -287,6 +289,19 @@ def test_a_group_of_identical_files_is_answered_by_the_parent_tree_entry_count(
     assert scanner.scan(2, in_two) == ([4, 4], [], 30)  # each group alike
 
 
+def test_files_of_a_big_directory_are_compared_with_keys_sent_for_each(tmp_path: Path) -> None:
+    """A directory of more files than a batch takes comes in several groups: the main
+    process sends each file's key rather than the whole tree with each group."""
+    directory, _ = _directory_of_three(tmp_path)
+    scanner = procreader.BatchScanner(_setup(MasterKey.generate()))
+    keys = [scankeys.lstat_key(os.lstat(tmp_path / "a")), None]  # None: read it
+    [answer], candidates, identical_bytes = scanner.scan(
+        1, [(directory, keys, [b"a", b"b"], frozenset())]
+    )
+    assert [r.outcome for r in answer] == [procreader.IDENTICAL, procreader.STORED]  # type: ignore[union-attr]
+    assert (len(candidates), identical_bytes) == (1, 10)
+
+
 def test_a_group_with_a_changed_or_forced_file_is_answered_file_by_file(
     tmp_path: Path,
 ) -> None:
@@ -327,10 +342,40 @@ def test_a_scan_stops_inside_a_group_after_its_byte_budget(tmp_path: Path) -> No
     assert [r.outcome for r in answer] == [procreader.STORED] * 2  # type: ignore[union-attr]
 
 
+def test_a_batch_takes_whole_groups_and_splits_only_a_big_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    monkeypatch.setattr(procreader, "WHOLE_GROUP_FILES", 6)
+    batches = FileBatches(
+        _setup(MasterKey.generate()),
+        0,
+        ThreadPoolExecutor(1),
+        None,
+        lambda *_: None,  # type: ignore[arg-type]
+    )
+    tasks = {}
+    for name, count in (("small", 3), ("whole", 5), ("big", 9)):
+        task = tasks[name] = DirTask(Node(name.encode(), "dir"))
+        task.big = count > procreader.WHOLE_GROUP_FILES
+        batches._queued.append(FileGroup(task, [b"f%d" % n for n in range(count)]))
+    names = {id(task): name for name, task in tasks.items()}
+    taken = [[(names[id(g.task)], len(g.names)) for g in batches._take_batch()] for _ in range(5)]
+    assert taken == [
+        [("small", 3)],  # "whole" does not fit in the rest of this batch: the next
+        [("whole", 5)],  # alone, bigger than a batch: its tree travels once
+        [("big", 4)],  # a big directory's files fill batches
+        [("big", 4)],
+        [("big", 1)],
+    ]
+    assert tasks["big"].waiting == 2  # a group more for each split
+
+
 def test_worker_processes_with_tiny_limits_round_trip(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    monkeypatch.setattr(procreader, "WHOLE_GROUP_FILES", 6)  # bigger: split, with keys
     monkeypatch.setattr(procreader, "BATCH_BYTES", 3000)  # most scans are cut short
     monkeypatch.setattr(procreader, "MAX_FILE_SIZE", 5000)  # bigger files go to threads
     src = tmp_path / "src"
@@ -366,6 +411,7 @@ def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(procreader, "BATCH_FILES", 4)
+    monkeypatch.setattr(procreader, "WHOLE_GROUP_FILES", 6)  # bigger: split, with keys
     src = tmp_path / "src"
     files = _tree_of_groups(src)
     first, _ = Archiver(repo, processes=2).run([str(src)])
@@ -485,6 +531,7 @@ def test_scanners_on_several_threads_round_trip(
     # a seal answered on another pool thread before its scan's answer was fully applied
     # once lost the batch (KeyError)
     monkeypatch.setattr(procreader, "BATCH_FILES", 2)
+    monkeypatch.setattr(procreader, "WHOLE_GROUP_FILES", 3)
     _files_round_trip(tmp_path, repo, 300, Archiver(repo, processes=0, readers=4))
 
 
@@ -519,6 +566,7 @@ def test_a_killed_worker_fails_the_backup(
     tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(procreader, "BATCH_FILES", 2)
+    monkeypatch.setattr(procreader, "WHOLE_GROUP_FILES", 3)
     src = tmp_path / "src"
     src.mkdir()
     for number in range(400):
