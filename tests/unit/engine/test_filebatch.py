@@ -26,6 +26,7 @@ from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
 from roost.engine.filebatch import DirTask, FileBatches, FileGroup
 from roost.engine.filereader import CHANGED, FileReader
+from roost.engine.filters import ExcludeRules
 from roost.engine.index import IndexFile
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB
@@ -438,6 +439,24 @@ def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
     target = tmp_path / "restore"
     Restorer(repo, third, target, processes=0).run()
     assert_trees_equal(src, target / src.relative_to("/"))
+
+
+def test_an_incremental_leaves_out_files_excluded_since_and_reads_forced_ones(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, size in (("a.txt", 10), ("b.log", 20), ("c.txt", 3000)):
+        (src / name).write_bytes(b"x" * size)
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    rules = ExcludeRules(["*.log"], larger_than=1000)
+    options = BackupOptions(rules=rules, parent=first, force_read=frozenset({bytes(src / "a.txt")}))
+    second, summary = Archiver(repo, options, processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.files_changed, summary.bytes_read) == (0, 1, 10)
+    assert set(_entries(repo, second, src)) == {b"a.txt"}  # b.log and c.txt: excluded now
+    third, summary = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    assert (summary.files_unchanged, summary.bytes_read) == (3, 0)
+    assert set(_entries(repo, third, src)) == {b"a.txt", b"b.log", b"c.txt"}
 
 
 def test_the_scan_workers_are_gone_before_the_last_index_is_written(
