@@ -441,6 +441,29 @@ def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
     assert_trees_equal(src, target / src.relative_to("/"))
 
 
+def test_a_directory_of_more_files_than_go_whole_round_trips_at_the_real_limits(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    (src / "flat").mkdir(parents=True)
+    count = procreader.WHOLE_GROUP_FILES + 77  # split over batches, compared with keys
+    for number in range(count):
+        (src / "flat" / f"{number:05}").write_bytes(b"%d" % number)
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    second, _ = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    (src / "flat" / "00500").write_bytes(b"changed")
+    (src / "flat" / "01090").unlink()
+    third, summary = Archiver(repo, BackupOptions(parent=second), processes=2).run([str(src)])
+    counts = (summary.files_unchanged, summary.files_changed, summary.files_new)
+    assert counts == (count - 2, 1, 0)
+    old, new = (_entries(repo, snap, src / "flat") for snap in (second, third))
+    assert set(old) - set(new) == {b"01090"} and len(new) == count - 1
+    assert new[b"00500"].size == 7 and new[b"00499"] == old[b"00499"]
+    target = tmp_path / "restore"
+    Restorer(repo, third, target, processes=0).run()
+    assert_trees_equal(src, target / src.relative_to("/"))
+
+
 def test_an_incremental_leaves_out_files_excluded_since_and_reads_forced_ones(
     tmp_path: Path, repo: Repository
 ) -> None:
