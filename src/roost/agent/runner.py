@@ -38,7 +38,6 @@ log = logging.getLogger("roost.agent")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 MIN_POLL_INTERVAL = 1.0  # a server that answers polls at once must not make us spin
-STOP_CHECK_SECONDS = 0.1  # how often the main thread's waits look for stop()
 FATAL_AT_START = (401,)  # wrong credentials: retrying cannot help, say so at once
 
 
@@ -147,7 +146,7 @@ class AgentRunner:
         self.stop_event = threading.Event()
         self._client_factory = client_factory
         self._job_runner = job_runner or self._execute
-        self._wait = wait if wait is not None else self._sleep_unless_stopped
+        self._wait = wait if wait is not None else self.stop_event.wait
         self._clock = clock
         self.backoff = Backoff(rng=rng)
         self.slots = JobSlots(self._run_job, max_parallel)
@@ -178,22 +177,6 @@ class AgentRunner:
 
     def stop(self) -> None:
         self.stop_event.set()
-
-    def _sleep_unless_stopped(self, seconds: float) -> bool:
-        """Wait up to ``seconds``, or until stop(); whether it was stopped.
-
-        In short sleeps rather than ``stop_event.wait``: Ctrl-C raises in the main thread
-        wherever it is, and CPython's ``with`` is not interrupt-safe, so an interrupt inside
-        ``Event.wait`` can leave the event's lock held; ``shutdown``'s ``set()`` would then
-        wait for it forever (once, an agent did not stop on Ctrl-C within 30 s).
-        """
-        deadline = time.monotonic() + seconds
-        while not self.stop_event.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(left, STOP_CHECK_SECONDS))
-        return True
 
     def shutdown(self) -> None:
         self.stop_event.set()
