@@ -130,6 +130,10 @@ def test_run_without_enrollment(tmp_path: Path) -> None:
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_run_retries_an_unreachable_server_and_stops_cleanly(
     tmp_path: Path, sig: signal.Signals
@@ -148,6 +152,9 @@ def test_run_retries_an_unreachable_server_and_stops_cleanly(
         [ROOST, "agent", "run", "--home", str(tmp_path)],
         stderr=subprocess.PIPE,
         text=True,
+        # a test run started in the background of a non-interactive shell ignores SIGINT,
+        # and so would the agent: Ctrl-C as a user's terminal sends it
+        preexec_fn=_default_sigint,
     )
     assert proc.stderr is not None
     lines: list[str] = []
