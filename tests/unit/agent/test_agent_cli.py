@@ -158,11 +158,16 @@ def test_run_retries_an_unreachable_server_and_stops_cleanly(
     )
     assert proc.stderr is not None
     lines: list[str] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any("retrying with backoff" in x for x in lines):
-        lines.append(proc.stderr.readline())
-    proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("retrying with backoff" in x for x in lines):
+            lines.append(proc.stderr.readline())
+        proc.send_signal(sig)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # failed: no agent left running after the test
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, rest
     log = "".join(lines) + rest
     assert log.count("retrying with backoff") == 1  # logged once, not at every attempt
