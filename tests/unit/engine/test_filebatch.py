@@ -425,8 +425,7 @@ def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
     (src / "big" / "f07").unlink()
     (src / "big" / "new").write_bytes(b"new")
     (src / "leaf" / "c").unlink()  # the others identical: the parent's tree has one more
-    third, summary = Archiver(repo, BackupOptions(parent=same), processes=2).run([str(src)])
-    counts = (summary.files_unchanged, summary.files_changed, summary.files_new)
+    third, counts = _incremental(repo, same, src)
     assert counts == (files - 3, 1, 1)
     old, new = (_entries(repo, snap, src / "big") for snap in (same, third))
     assert sorted(new) == sorted(set(old) - {b"f07"} | {b"new"})
@@ -436,9 +435,7 @@ def test_identical_groups_reuse_the_parent_trees_and_changes_make_new_ones(
         if name not in (b"f03", b"new")
     )
     assert set(_entries(repo, third, src / "leaf")) == {b"a", b"b"}
-    target = tmp_path / "restore"
-    Restorer(repo, third, target, processes=0).run()
-    assert_trees_equal(src, target / src.relative_to("/"))
+    _assert_restores_exactly(repo, third, src, tmp_path)
 
 
 def test_a_directory_of_more_files_than_go_whole_round_trips_at_the_real_limits(
@@ -453,14 +450,25 @@ def test_a_directory_of_more_files_than_go_whole_round_trips_at_the_real_limits(
     second, _ = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
     (src / "flat" / "00500").write_bytes(b"changed")
     (src / "flat" / "01090").unlink()
-    third, summary = Archiver(repo, BackupOptions(parent=second), processes=2).run([str(src)])
-    counts = (summary.files_unchanged, summary.files_changed, summary.files_new)
+    third, counts = _incremental(repo, second, src)
     assert counts == (count - 2, 1, 0)
     old, new = (_entries(repo, snap, src / "flat") for snap in (second, third))
     assert set(old) - set(new) == {b"01090"} and len(new) == count - 1
     assert new[b"00500"].size == 7 and new[b"00499"] == old[b"00499"]
+    _assert_restores_exactly(repo, third, src, tmp_path)
+
+
+def _incremental(
+    repo: Repository, parent: Snapshot, src: Path
+) -> tuple[Snapshot, tuple[int, int, int]]:
+    """Back up ``src`` on ``parent``: the snapshot, and files (unchanged, changed, new)."""
+    snap, summary = Archiver(repo, BackupOptions(parent=parent), processes=2).run([str(src)])
+    return snap, (summary.files_unchanged, summary.files_changed, summary.files_new)
+
+
+def _assert_restores_exactly(repo: Repository, snap: Snapshot, src: Path, tmp_path: Path) -> None:
     target = tmp_path / "restore"
-    Restorer(repo, third, target, processes=0).run()
+    Restorer(repo, snap, target, processes=0).run()
     assert_trees_equal(src, target / src.relative_to("/"))
 
 
