@@ -36,7 +36,7 @@ from roost.engine.repository import Repository
 from roost.engine.restorer import Restorer
 from roost.engine.snapshot import Snapshot
 from roost.engine.tree import TREE_VERSION, Node, encode_entry, node_from_json
-from roost.errors import BackupWorkerError
+from roost.errors import BackupWorkerError, CorruptObject
 from roost.storage.local import LocalBackend
 
 MIB = 1024 * 1024
@@ -470,6 +470,37 @@ def _assert_restores_exactly(repo: Repository, snap: Snapshot, src: Path, tmp_pa
     target = tmp_path / "restore"
     Restorer(repo, snap, target, processes=0).run()
     assert_trees_equal(src, target / src.relative_to("/"))
+
+
+def test_an_unreadable_parent_tree_only_costs_reading_its_files_again(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    files = _tree_of_groups(src)
+    first, _ = Archiver(repo, processes=2).run([str(src)])
+    second, _ = Archiver(repo, BackupOptions(parent=first), processes=2).run([str(src)])
+    damaged = {_subtree(repo, second, src / name) for name in ("leaf", "big")}
+    read_blob = repo.read_blob
+
+    def damaged_read(blob_id: bytes) -> bytes:
+        if blob_id in damaged:
+            raise CorruptObject("a tree blob failed authentication (damaged or tampered)")
+        return read_blob(blob_id)
+
+    monkeypatch.setattr(repo, "read_blob", damaged_read)
+    third, counts = _incremental(repo, second, src)
+    assert counts == (files - 13, 0, 13)  # leaf's 3 and big's 10 files: read as new
+    monkeypatch.undo()
+    for name in ("leaf", "big", "mixed"):
+        assert _entries(repo, third, src / name) == _entries(repo, second, src / name)
+    _assert_restores_exactly(repo, third, src, tmp_path)
+
+
+def _subtree(repo: Repository, snap: Snapshot, path: Path) -> bytes:
+    nodes = _entries(repo, snap, path.parent)
+    subtree = nodes[path.name.encode()].subtree
+    assert subtree is not None
+    return subtree
 
 
 def test_an_incremental_leaves_out_files_excluded_since_and_reads_forced_ones(
