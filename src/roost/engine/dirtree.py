@@ -9,7 +9,7 @@ otherwise the entries are joined into a new one.
 
 from __future__ import annotations
 
-from roost.engine.filebatch import Slot
+from roost.engine.dirtask import Slot
 from roost.engine.parenttree import ParentDir
 from roost.engine.tree import Node, encode_entries, encode_entry
 
@@ -20,8 +20,8 @@ def same_as_parent(entries: list[Node | Slot | None], reused: int, parent: Paren
     if len(entries) + reused != len(parent):
         return False
     for entry in entries:
-        if isinstance(entry, Slot):
-            if not isinstance(entry.child, bytes) or entry.child != parent.encoded(entry.name):
+        if isinstance(entry, Slot):  # a worker's encoded entry (see Walker._entry)
+            if entry.child != parent.encoded(entry.name):
                 return False
             continue
         if entry is None or entry != parent.node(entry.name):
