@@ -1,17 +1,17 @@
 """Handing regular files to the batch scanners and taking their results back.
 
-The walker queues the regular files it lists in a directory as one :class:`FileGroup` of the
-directory's :class:`DirTask`, with the parent snapshot's tree of the directory. Groups travel
-in batches (split when too big for one) to worker processes (or, for a backup too small to be
-worth starting them, to a thread running the same scanner; see procreader.py). A result
-thread applies the outcomes as they arrive: the sealed blobs go to the BlobSaver, the counters
-and progress are updated. A file identical to the parent's entry is only named in the task's
-``reused`` list (a whole group of them costs one answer), any other becomes a :class:`Slot`
-with its node. Files a worker hands back (:data:`procreader.MAIN`) wait in a queue that the
-walking thread empties, because only it keeps the hardlink map and starts thread reads.
+The walker queues the regular files it lists in a directory as one
+:class:`~roost.engine.dirtask.FileGroup` of the directory's task, with the parent snapshot's
+tree of the directory (dirtask.py). Groups travel in batches (a big directory's split over
+several) to worker processes (or, for a backup too small to be worth starting them, to a
+thread running the same scanner; see procreader.py). A result thread applies the outcomes as
+they arrive: the sealed blobs go to the BlobSaver, the counters and progress are updated,
+and each task learns what its files became (:class:`~roost.engine.dirtask.BatchOutcome`).
+Files a worker hands back (:data:`procreader.MAIN`) wait in a queue that the walking thread
+empties, because only it keeps the hardlink map and starts thread reads.
 
-Each DirTask counts the groups and handed-back files it still waits for (``waiting``), so
-the walker knows in O(1) whether the oldest finished directory can be encoded; one condition
+Each task counts the groups and handed-back files it still waits for (``waiting``), so the
+walker knows in O(1) whether the oldest finished directory can be encoded; one condition
 variable wakes it.
 """
 
@@ -24,120 +24,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from roost.engine import procreader, scanworker
-from roost.engine.parenttree import ParentDir
-from roost.engine.tree import Node
+from roost.engine.dirtask import BatchOutcome, DirTask, FileGroup, Slot
 from roost.engine.uploader import BlobSaver
-from roost.errors import BackupWorkerError, RoostError
-
-_UNSET: object = object()
-
-
-_UNDECODED: object = object()
-
-
-@dataclass(eq=False)
-class DirTask:
-    """A directory listed by the walker whose tree is encoded once its children are known.
-
-    Its regular files go to the scanners in :class:`FileGroup` s. The files found identical
-    to the parent's entries are only named in ``reused``; every other file becomes a
-    :class:`Slot` among ``children``, next to the directory's other entries.
-    """
-
-    node: Node
-    directory: bytes = b""  # its path, ending in "/"
-    rel: bytes = b""  # its path relative to its source
-    root_dev: int = 0
-    subtree: bytes | None = None  # its tree in the parent snapshot
-    tree: bytes | None = None  # that tree blob, decoded only where needed (parent_dir)
-    read_anyway: frozenset[bytes] = frozenset()  # files missed last time: read whatever
-    big: bool = False  # more files than go whole to a worker (procreader.ParentEntries)
-    children: list[object] = field(default_factory=list)
-    reused: list[bytes] = field(default_factory=list)  # files equal to the parent's entry
-    parent_entries: int | None = None  # entries of the parent tree, as a scanner counted
-    waiting: int = 0
-    _parent: object = _UNDECODED
-
-    def parent_dir(self) -> ParentDir | None:
-        """The parent snapshot's tree of this directory, decoded on first use.
-
-        Two threads may decode it at once: the second only wastes its time.
-        """
-        if self._parent is _UNDECODED:
-            self._parent = _decode(self.subtree, self.tree)
-        return self._parent  # type: ignore[return-value]
-
-    def forget(self) -> None:
-        """Drop what the encoded directory no longer needs (slots point back here)."""
-        self.children.clear()
-        self.reused.clear()
-        self.tree = None
-        self._parent = None
-
-
-def _decode(subtree: bytes | None, tree: bytes | None) -> ParentDir | None:
-    if subtree is None or tree is None:
-        return None
-    try:
-        return ParentDir.decode(subtree, tree)
-    except RoostError:
-        return None  # an unusable parent tree only costs re-reading
-
-
-@dataclass(eq=False, slots=True)
-class FileGroup:
-    """Regular files of one directory on their way to a scanner, in their listed order."""
-
-    task: DirTask
-    names: list[bytes]
-
-    def request(self) -> procreader.ScanGroup:
-        return self.task.directory, self._parent_entries(), self.names, self.task.read_anyway
-
-    def _parent_entries(self) -> procreader.ParentEntries:
-        task = self.task
-        if task.tree is None or not task.big:
-            return task.tree
-        parent = task.parent_dir()  # see procreader.ParentEntries
-        if parent is None:
-            return None
-        return [None if name in task.read_anyway else parent.key(name) for name in self.names]
-
-
-@dataclass(eq=False, slots=True)
-class Slot:
-    """A regular file a scanner did not find identical; ``child`` is what it became."""
-
-    name: bytes
-    task: DirTask
-    child: object = _UNSET
-
-    @property
-    def path(self) -> bytes:
-        return self.task.directory + self.name
-
-    @property
-    def rel(self) -> bytes:
-        rel = self.task.rel
-        return rel + b"/" + self.name if rel else self.name
-
-    @property
-    def root_dev(self) -> int:
-        return self.task.root_dev
-
-    @property
-    def parent_dir(self) -> ParentDir | None:
-        return self.task.parent_dir()
-
-    def parent(self) -> Node | None:
-        """The parent snapshot's entry of this name, if any (decoded on first use)."""
-        parent_dir = self.task.parent_dir()
-        return None if parent_dir is None else parent_dir.node(self.name)
-
+from roost.errors import BackupWorkerError
 
 # gives each scanned slot its child; one call per batch (with the number and bytes of its
 # identical files), so tallies are updated once
@@ -387,7 +279,7 @@ class FileBatches:
         groups = self._in_flight[number][1]
         if candidates:  # first: the worker seals while we apply
             worker.send(("seal", number, wanted))
-        outcome = _Outcome()
+        outcome = BatchOutcome()
         for group, answer in zip(groups, answers, strict=False):
             outcome.add(group, answer)
         self._apply(outcome.scanned, outcome.identical, identical_bytes)
@@ -455,54 +347,4 @@ class FileBatches:
             raise self.failure
 
 
-class _Outcome:
-    """What one scanned batch's answers make of its groups (see FileBatches._scanned)."""
-
-    def __init__(self) -> None:
-        self.scanned: list[tuple[Slot, procreader.FileResult]] = []
-        self.handed_back: list[Slot] = []
-        self.rest: list[FileGroup] = []  # the part of a group a scanner did not reach
-        self.identical = 0
-        self._reused: list[tuple[FileGroup, list[bytes]]] = []
-        self._answered: list[FileGroup] = []
-
-    def add(self, group: FileGroup, answer: procreader.GroupResult) -> None:
-        self._answered.append(group)
-        if isinstance(answer, int):  # all identical: the parent's entries stand
-            group.task.parent_entries = answer
-            self._reused.append((group, group.names))
-            self.identical += len(group.names)
-            return
-        task, reused = group.task, []
-        for name, result in zip(group.names, answer, strict=False):
-            if result.outcome == procreader.IDENTICAL:
-                reused.append(name)
-            elif result.outcome == procreader.MAIN:
-                self.handed_back.append(Slot(name, task))
-            else:
-                self.scanned.append((Slot(name, task), result))
-        self._reused.append((group, reused))
-        self.identical += len(reused)
-        if len(answer) < len(group.names):
-            self.rest.append(FileGroup(task, group.names[len(answer) :]))
-
-    def settle(self) -> None:
-        """Give the tasks their files' outcomes (with FileBatches.cond held)."""
-        for group, names in self._reused:
-            group.task.reused.extend(names)
-        for slot, _ in self.scanned:
-            slot.task.children.append(slot)
-        for slot in self.handed_back:  # the walker settles each once it has handled it
-            slot.task.children.append(slot)
-            slot.task.waiting += 1
-        for group in self.rest:
-            group.task.waiting += 1
-        for group in self._answered:
-            group.task.waiting -= 1
-
-
-def is_unset(child: object) -> bool:
-    return child is _UNSET
-
-
-__all__ = ["DirTask", "FileBatches", "FileGroup", "Slot", "is_unset"]
+__all__ = ["FileBatches"]

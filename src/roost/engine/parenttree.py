@@ -45,6 +45,17 @@ class ParentDir:
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptObject("a tree blob is malformed") from exc
 
+    @classmethod
+    def decode_or_none(cls, subtree: bytes | None, data: bytes | None) -> ParentDir | None:
+        """:meth:`decode`, or None when there is no tree or it is unusable: a backup then
+        reads the files again, which is all an unreadable parent tree may cost."""
+        if subtree is None or data is None:
+            return None
+        try:
+            return cls.decode(subtree, data)
+        except (CorruptObject, UnsupportedFormat):
+            return None
+
     def __len__(self) -> int:
         return len(self._docs)
 

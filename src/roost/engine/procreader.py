@@ -53,6 +53,7 @@ from roost.engine import compress, fsmeta
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds
 from roost.engine.filereader import FileReader, describe_os_error, open_for_reading
+from roost.engine.heldblobs import HeldBlob, HeldBlobs
 from roost.engine.parenttree import ParentDir
 from roost.engine.scankeys import ParentKey, file_node, lstat_key
 from roost.engine.tree import Node, encode_entry
@@ -157,61 +158,6 @@ class WorkerSetup:
     batch_bytes: int = BATCH_BYTES
 
 
-@dataclass(slots=True)
-class _Held:
-    """A blob a scan found, held for its batch's seal: its plaintext until compressed."""
-
-    kind: int
-    raw_length: int
-    data: bytes | memoryview  # the plaintext, or the payload once compressed
-    method: int | None = None  # None: not compressed yet
-
-    def compressed(self) -> tuple[int, bytes | memoryview]:
-        if self.method is None:
-            self.method, payload = compress.compress(self.data)
-            if self.method != compress.RAW:
-                # zstd writes into a block sized for the worst case, shrunk in place once
-                # done; held in it, each blob leaves the rest a hole the next, bigger block
-                # does not fit in, and a worker's heap grew to its batch's plaintext size.
-                # Copied to its own size, the big block is reused for the next blob.
-                payload = bytes(memoryview(payload))
-            self.data = payload
-        return self.method, self.data
-
-
-class _Collector:
-    """Stands in for BlobSaver while scanning: ids now, the blobs kept for sealing later.
-
-    An ``eager`` collector compresses each blob at once, from the chunker's buffer: the
-    batch is then held compressed, and the plaintext is never copied. Otherwise it keeps a
-    copy of the plaintext, and only what the seal wants is compressed.
-    """
-
-    def __init__(self, ids: ChunkIds, eager: bool) -> None:
-        self.ids = ids
-        self.eager = eager
-        self.found: dict[bytes, _Held] = {}
-
-    def save(
-        self,
-        blob_type: int,
-        data: bytes | memoryview,
-        blob_id: bytes | None = None,
-        *,
-        inline: bool = False,
-    ) -> tuple[bytes, bool]:
-        blob_id = blob_id or self.ids.chunk_id(data)
-        if blob_id in self.found:
-            return blob_id, False
-        held = _Held(blob_type, len(data), data)
-        if self.eager:
-            held.compressed()
-        if held.data is data:  # a view of the chunker's buffer (raw, or not compressed yet)
-            held.data = bytes(data)
-        self.found[blob_id] = held
-        return blob_id, True
-
-
 class BatchScanner:
     """Does the per-file job for a batch of regular files (see the module docstring).
 
@@ -227,8 +173,8 @@ class BatchScanner:
         self.chunker = Chunker(
             setup.chunk_min, setup.chunk_avg, setup.chunk_max, setup.chunker_seed
         )
-        self._held: dict[int, dict[bytes, _Held]] = {}
-        self._uncompressed: deque[_Held] = deque()  # held blobs, for compress_ahead
+        self._held: dict[int, dict[bytes, HeldBlob]] = {}
+        self._uncompressed: deque[HeldBlob] = deque()  # held blobs, for compress_ahead
         self._held_bytes = 0  # what the held blobs take now (plaintext or compressed)
         self._file_bytes = 0  # read so far from the file being scanned
         self._segments = memory.ReusedBuffers(SEGMENT_BUFFER, KEEP_SEGMENT)
@@ -242,7 +188,7 @@ class BatchScanner:
         batch is held at its compressed size.
         """
         answers: list[GroupResult] = []
-        collector = _Collector(self.ids, self._wanted_share >= EAGER_SHARE)
+        collector = HeldBlobs(self.ids, self._wanted_share >= EAGER_SHARE)
         reader = FileReader(collector, self.chunker, self._count_read)
         tally = _Tally()  # a local: threads standing in for workers share one scanner
         for group in groups:
@@ -267,7 +213,7 @@ class BatchScanner:
         names: list[bytes],
         read_anyway: frozenset[bytes],
     ) -> GroupResult:
-        tree = _decode_parent(parent) if isinstance(parent, bytes) else None
+        tree = ParentDir.decode_or_none(b"", parent) if isinstance(parent, bytes) else None
         if tree is not None:
             keys = [None if name in read_anyway else tree.key(name) for name in names]
         else:
@@ -321,7 +267,7 @@ class BatchScanner:
             del payload
         yield memoryview(self._segments.get(offset))[:offset], entries, True
 
-    def _learn_wanted(self, found: dict[bytes, _Held], wanted: list[bytes]) -> None:
+    def _learn_wanted(self, found: dict[bytes, HeldBlob], wanted: list[bytes]) -> None:
         """Weigh the share of a batch's found bytes that its seal wants into the recent one."""
         total = sum(held.raw_length for held in found.values())
         if total:
@@ -451,15 +397,6 @@ class _Tally:
 
     read: int = 0
     identical_bytes: int = 0
-
-
-def _decode_parent(blob: bytes) -> ParentDir | None:
-    """None when the tree is unusable: its files are then read again, as the walker does
-    when it cannot read the tree."""
-    try:
-        return ParentDir.decode(b"", blob)
-    except RoostError:
-        return None
 
 
 __all__ = [

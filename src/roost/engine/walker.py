@@ -24,7 +24,8 @@ import orjson
 from roost.engine import dirtree, fsmeta, procreader
 from roost.engine.chunker import Chunker
 from roost.engine.counters import Counters, WalkSettings, count
-from roost.engine.filebatch import DirTask, FileBatches, Slot, is_unset
+from roost.engine.dirtask import DirTask, Slot, is_unset
+from roost.engine.filebatch import FileBatches
 from roost.engine.filereader import FileReader, describe_os_error
 from roost.engine.pack import TREE_BLOB
 from roost.engine.parenttree import ParentDir
@@ -96,13 +97,8 @@ class Walker:
     # -- parent lookup ------------------------------------------------------------------
 
     def parent_children(self, subtree: bytes | None) -> dict[bytes, Node]:
-        tree = self.parent_tree(subtree)
-        if subtree is None or tree is None:
-            return {}
-        try:
-            return ParentDir.decode(subtree, tree).nodes()
-        except RoostError:
-            return {}  # an unreadable parent tree only costs re-reading
+        parent = ParentDir.decode_or_none(subtree, self.parent_tree(subtree))
+        return {} if parent is None else parent.nodes()
 
     def parent_tree(self, subtree: bytes | None) -> bytes | None:
         """The parent snapshot's tree blob ``subtree``, not decoded (see DirTask.parent_dir)."""

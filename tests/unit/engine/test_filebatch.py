@@ -24,9 +24,11 @@ from roost.engine import compress, fsmeta, procreader, scankeys, scanworker, wor
 from roost.engine.archiver import Archiver, BackupOptions
 from roost.engine.chunker import Chunker
 from roost.engine.crypto import ChunkIds, MasterKey
-from roost.engine.filebatch import DirTask, FileBatches, FileGroup
+from roost.engine.dirtask import DirTask, FileGroup
+from roost.engine.filebatch import FileBatches
 from roost.engine.filereader import CHANGED, FileReader
 from roost.engine.filters import ExcludeRules
+from roost.engine.heldblobs import HeldBlobs
 from roost.engine.index import IndexFile
 from roost.engine.keys import KdfParams
 from roost.engine.pack import DATA_BLOB
@@ -233,7 +235,7 @@ def test_a_file_that_changes_after_its_lstat_is_read_and_reported_changed(
         log.write(b"second line\n")
     master = MasterKey.generate()
     chunker = Chunker(64 * 1024, 256 * 1024, MIB, master.chunker_seed)
-    sink = procreader._Collector(ChunkIds(master.id_key), eager)  # the worker's sink
+    sink = HeldBlobs(ChunkIds(master.id_key), eager)  # the worker's sink
     node = Node(b"growing.log", "file", size=known.st_size)
     stored, problem = FileReader(sink, chunker, lambda _: None).read(bytes(path), node, known)
     assert (stored, problem) == (True, CHANGED)
@@ -601,9 +603,7 @@ def _files_round_trip(tmp_path: Path, repo: Repository, count: int, archiver: Ar
         (src / f"f{number:03}").write_bytes(os.urandom(200 + number))
     snap, summary = archiver.run([str(src)])
     assert (summary.files_new, summary.files_missed) == (count, 0)
-    target = tmp_path / "restore"
-    Restorer(repo, snap, target, processes=0).run()
-    assert_trees_equal(src, target / src.relative_to("/"))
+    _assert_restores_exactly(repo, snap, src, tmp_path)
 
 
 def test_scanners_on_several_threads_round_trip(
